@@ -13,6 +13,7 @@ from captum_ext.attr.gradient_cams import (
     LayerXGradCam,
     fuse_layer_cams,
 )
+from captum_ext.attr.interop import input_space_explanation, upsample_to_input
 from captum_ext.attr.reshape import channels_last_to_first, tokens_to_grid
 from captum_ext.attr.smooth_grad_cam_pp import LayerSmoothGradCamPlusPlus
 
@@ -26,5 +27,7 @@ __all__ = [
     "LayerXGradCam",
     "channels_last_to_first",
     "fuse_layer_cams",
+    "input_space_explanation",
     "tokens_to_grid",
+    "upsample_to_input",
 ]
