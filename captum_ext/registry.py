@@ -1,0 +1,94 @@
+"""The catalogue of methods: what the CLI lists, the demo runs and the benchmarks compare.
+
+Each entry says how to build the method for a model whose last feature map is ``layer`` (pooled
+into ``classifier``), which keyword arguments make a sensible default call, its paper, its cost
+class and the data ranks it supports. Adding a method to the package means adding one entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from captum.attr import Attribution, LayerGradCam
+from torch import nn
+
+from captum_ext import attr
+
+__all__ = ["METHODS", "MethodInfo", "get_method"]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """One method of the catalogue."""
+
+    name: str
+    build: Callable[[nn.Module, nn.Module, nn.Module], Attribution]
+    paper: str
+    cost: str
+    ranks: str = "1D, 2D, 3D, rank-2"
+    kind: str = "layer CAM"
+    attribute_kwargs: dict[str, Any] = field(default_factory=dict)
+    is_captum_builtin: bool = False
+
+
+METHODS: dict[str, MethodInfo] = {
+    info.name: info
+    for info in [
+        MethodInfo(
+            "LayerGradCam",
+            lambda model, layer, head: LayerGradCam(model, layer),
+            "Selvaraju et al., ICCV 2017 (Captum's own, the reference)",
+            "1 forward + 1 backward",
+            is_captum_builtin=True,
+        ),
+        MethodInfo(
+            "LayerGradCamPlusPlus",
+            lambda model, layer, head: attr.LayerGradCamPlusPlus(model, layer),
+            "Chattopadhyay et al., WACV 2018",
+            "1 forward + 1 backward",
+        ),
+        MethodInfo(
+            "LayerSmoothGradCamPlusPlus",
+            lambda model, layer, head: attr.LayerSmoothGradCamPlusPlus(model, layer),
+            "Omeiza et al., arXiv 1908.01224",
+            "(n+1) forward + n backward, batched",
+        ),
+        MethodInfo(
+            "LayerXGradCam",
+            lambda model, layer, head: attr.LayerXGradCam(model, layer),
+            "Fu et al., BMVC 2020",
+            "1 forward + 1 backward",
+        ),
+        MethodInfo(
+            "LayerHiResCam",
+            lambda model, layer, head: attr.LayerHiResCam(model, layer),
+            "Draelos & Carin, arXiv 2011.08891",
+            "1 forward + 1 backward",
+        ),
+        MethodInfo(
+            "LayerLayerCam",
+            lambda model, layer, head: attr.LayerLayerCam(model, layer),
+            "Jiang et al., IEEE TIP 2021",
+            "1 forward + 1 backward",
+        ),
+        MethodInfo(
+            "LayerClassActivationMap",
+            lambda model, layer, head: attr.LayerClassActivationMap(model, layer, head),
+            "Zhou et al., CVPR 2016 (needs a GAP + linear head)",
+            "1 forward",
+        ),
+    ]
+}
+
+
+def get_method(name: str) -> MethodInfo:
+    """Look a method up by name (case-insensitive); unknown names list the close ones."""
+    import difflib
+
+    by_lower = {key.lower(): key for key in METHODS}
+    if name.lower() in by_lower:
+        return METHODS[by_lower[name.lower()]]
+    close = difflib.get_close_matches(name, list(METHODS), n=3, cutoff=0.4)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown method {name!r}.{hint} `captum-ext methods` lists them all.")
