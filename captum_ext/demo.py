@@ -60,10 +60,13 @@ def run_demo(
     ``model._avg_pooling`` (``attribute_to_layer_input=True``): the activated features that
     are pooled straight into the classifier ``model._fc``, so CAM's assumptions hold.
     """
-    from captum_ext.datasets import load_sample_photos
+    from captum_ext.datasets import SAMPLE_PHOTOS, load_sample_photos
     from captum_ext.models import load_efficientnet_lite0, preprocess_imagenet
-    from captum_ext.visualization import comparison_grid
-
+    unknown = [name for name in photos or [] if name not in SAMPLE_PHOTOS]
+    if unknown:
+        raise ValueError(
+            f"unknown photo {unknown[0]!r}; choose from {', '.join(SAMPLE_PHOTOS)}."
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = load_efficientnet_lite0()
@@ -91,6 +94,8 @@ def run_demo(
         maps[info.name], elapsed = _time_call(info, method, batch, target)
         seconds[info.name] = elapsed / len(names)
         logger.info("%s: %.1f ms per image", info.name, 1000 * seconds[info.name])
+
+    from captum_ext.visualization import comparison_grid
 
     reference = seconds.get("LayerGradCam")
     titles = {

@@ -2,7 +2,7 @@
 
 ``chelsea`` (a cat), ``coffee``, ``astronaut``, ``rocket`` and ``motorcycle`` come from
 scikit-image (the demo extra); ``grace_hopper`` from matplotlib's sample data; ``china`` and
-``flower`` from scikit-learn when it is installed. Each loads as a float tensor ``(3, H, W)``
+``flower`` from scikit-learn (all in the demo extra). Each loads as a float tensor ``(3, H, W)``
 in [0, 1], at its own size; :func:`captum_ext.models.preprocess_imagenet` resizes the whole photo
 to 224×224 (the squash resize that gives the reference predictions: chelsea → 285 "Egyptian cat"
 at 0.80, coffee → 967 "espresso" at 0.86).
