@@ -10,8 +10,15 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from captum_ext.visualization._convert import ImageLike, MapLike, split_batch
-from captum_ext.visualization._display import COLORBAR_LABELS, Display, check_axes, new_figure, root_figure
+from captum_ext.visualization._convert import ImageLike, MapLike, map_to_tensor, split_batch
+from captum_ext.visualization._display import (
+    COLORBAR_LABELS,
+    Display,
+    check_axes,
+    new_figure,
+    resolve_sign,
+    root_figure,
+)
 from captum_ext.visualization.overlay import draw_overlay
 
 __all__ = ["comparison_grid"]
@@ -35,6 +42,18 @@ def _method_columns(maps: Mapping[str, Any], count: int) -> dict[str, list[MapLi
             raise ValueError(f"maps[{name!r}] has {len(entries)} maps for {count} images: the batch sizes must match.")
         columns[str(name)] = entries
     return columns
+
+
+def _column_sign(entries: list[MapLike | None], name: str) -> str:
+    """``sign="auto"`` for a whole column: one colour scheme per method, decided on all its maps."""
+    raws = []
+    for row, entry in enumerate(entries):
+        if entry is not None:
+            try:
+                raws.append(map_to_tensor(entry, 2).flatten().numpy())
+            except ValueError as error:
+                raise ValueError(f"method {name!r}, image {row}: {error}") from error
+    return resolve_sign(np.concatenate(raws), "auto") if raws else "positive"
 
 
 def _given_axes(fig: Figure | None, axes: Any, rows: int, cols: int) -> np.ndarray | None:
@@ -117,6 +136,8 @@ def comparison_grid(
         axes: or into this array of ``N x (M + 1)`` Axes.
         **overlay_kwargs: ``interpolation``, ``sign``, ``cmap``, ``alpha``, ``contour_top_percent``,
             ``contour_color``, ``outlier_perc``, ``rescale_image`` of :func:`overlay_heatmap`.
+            ``sign="auto"`` (the default) is decided per method on all of its maps, so that a
+            column uses one colour scheme (diverging if any of its maps is signed).
     """
     for name in _RESERVED:
         if name in overlay_kwargs:
@@ -146,6 +167,11 @@ def comparison_grid(
     if grid is None:
         grid = np.asarray(new_figure((1.0, 1.0)).subplots(rows, len(columns) + 1, squeeze=False), dtype=object)
 
+    sign = overlay_kwargs.pop("sign", "auto")
+    cell_kwargs = {
+        name: {**overlay_kwargs, "sign": _column_sign(entries, name) if sign == "auto" else sign}
+        for name, entries in columns.items()
+    }
     drawn: dict[tuple[str, str], Display] = {}
     for row, image in enumerate(image_list):
         try:
@@ -156,7 +182,7 @@ def comparison_grid(
         for col, (name, entries) in enumerate(columns.items(), start=1):
             try:
                 display = draw_overlay(grid[row, col], image, entries[row], colorbar=colorbar == "each",
-                                       note_fontsize=font - 1, **overlay_kwargs)
+                                       note_fontsize=font - 1, **cell_kwargs[name])
             except ValueError as error:
                 raise ValueError(f"method {name!r}, image {row}: {error}") from error
             if display is not None and display.norm is not None:

@@ -71,6 +71,17 @@ def test_cells_show_where_each_map_is_high() -> None:
         assert (left > right + 0.15) if brighter_left else (right > left + 0.15)
 
 
+def test_one_colour_scheme_per_method_column() -> None:
+    positive, signed = half_map(4), half_map(4, low=-1.0)
+    fig = comparison_grid(_images(2, 16), {"mixed": [positive, signed], "positive": [positive, positive]},
+                          colorbar=False)
+    cells = _cell_axes(fig, 2, 3)
+    assert [cells[row, 1].images[1].get_cmap().name for row in range(2)] == ["RdBu_r", "RdBu_r"]
+    assert [cells[row, 2].images[1].get_cmap().name for row in range(2)] == ["inferno", "inferno"]
+    fig = comparison_grid(_images(2, 16), {"mixed": [positive, signed]}, sign="positive", colorbar=False)
+    assert _cell_axes(fig, 2, 2)[1, 1].images[1].get_cmap().name == "inferno"
+
+
 def test_sequences_missing_maps_and_all_zero_maps() -> None:
     images = [torch.rand(3, 16, 16), np.random.default_rng(0).random((16, 16, 3))]  # torch CHW and NumPy HWC
     maps = {"ok": [half_map(4), half_map(4, "right")], "failed": [None, half_map(4)],
