@@ -41,7 +41,11 @@ class DemoResult:
 def _time_call(info: MethodInfo, method: object, inputs: Tensor, target: Tensor) -> tuple[Tensor, float]:
     start = time.perf_counter()
     maps = method.attribute(  # type: ignore[attr-defined]
-        inputs, target=target, attribute_to_layer_input=True, **info.attribute_kwargs
+        inputs,
+        target=target,
+        attribute_to_layer_input=True,
+        relu_attributions=True,
+        **info.attribute_kwargs,
     )
     elapsed = time.perf_counter() - start
     return maps.detach(), elapsed
@@ -56,7 +60,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the CAM methods on EfficientNet-Lite0 and the sample photos; write the grid and table.
 
-    The explained layer is the final 7×7×1280 feature map, taken as the *input* of
+    Maps are ReLU'd, as in the papers. The explained layer is the final 7×7×1280 feature map, taken as the *input* of
     ``model._avg_pooling`` (``attribute_to_layer_input=True``): the activated features that
     are pooled straight into the classifier ``model._fc``, so CAM's assumptions hold.
     """
