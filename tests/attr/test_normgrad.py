@@ -19,6 +19,7 @@ from _normgrad_testing import (
     make_model,
     patches,
     positions,
+    single_thread,  # noqa: F401  (autouse fixture)
 )
 from captum.attr import LayerGradCam, LayerGradientXActivation
 from torch import nn
@@ -316,3 +317,21 @@ def test_batch_equals_stacked_single_examples(rank):
                 torch.testing.assert_close(joint, torch.cat([s[j] for s in singles]))
         else:
             torch.testing.assert_close(batched, torch.cat(singles))
+
+
+@pytest.mark.real_model
+def test_real_model_grad_cam_member_and_four_layers():
+    from captum_ext.datasets import load_photo
+    from captum_ext.models import load_efficientnet_lite0, preprocess_imagenet
+
+    model = load_efficientnet_lite0()
+    x = preprocess_imagenet(load_photo("chelsea"), size=128)  # small: a fast test
+    torch.testing.assert_close(
+        LayerNormGrad(model, model._bn1).attribute(x, target=285, variant="grad_cam"),
+        LayerGradCam(model, model._bn1).attribute(x, target=285).detach(),
+    )
+    layers = [model._blocks[5], model._blocks[10], model._blocks[15], model._bn1]
+    maps = LayerNormGrad(model, layers).attribute(x, target=285)
+    shapes = [tuple(m.shape[2:]) for m in maps]
+    assert shapes == [(8, 8), (8, 8), (4, 4), (4, 4)]
+    assert all(bool((m > 0).all()) for m in maps)
