@@ -108,3 +108,9 @@ def test_layer_errors():
         LayerNormGrad(mlp, mlp[1]).attribute(torch.randn(2, 5), target=0, variant="conv3x3")
     with pytest.raises(ValueError, match="no grid"):
         LayerNormGrad(mlp, [mlp[1]]).attribute(torch.randn(2, 5), target=0, combine="sum")
+
+
+def test_train_mode_batchnorm_warns():
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(3 * 16, 2))
+    with pytest.warns(UserWarning, match="BatchNorm layer is in training mode"):
+        LayerNormGrad(model, model[1]).attribute(torch.randn(2, 2, 6, 6), target=0)
