@@ -14,7 +14,12 @@ from captum_ext.attr.gradient_cams import (
     fuse_layer_cams,
 )
 from captum_ext.attr.interop import input_space_explanation, upsample_to_input
+from captum_ext.attr.inplace import disable_inplace
+from captum_ext.attr.input_normgrad import NormGrad
+from captum_ext.attr.meta_saliency import MetaSaliency
+from captum_ext.attr.normgrad import LayerNormGrad
 from captum_ext.attr.reshape import channels_last_to_first, tokens_to_grid
+from captum_ext.attr.saliency_combination import combine_saliency_maps, layer_weights
 from captum_ext.attr.smooth_grad_cam_pp import LayerSmoothGradCamPlusPlus
 
 __all__ = [
@@ -23,11 +28,17 @@ __all__ = [
     "LayerGradCamPlusPlus",
     "LayerHiResCam",
     "LayerLayerCam",
+    "LayerNormGrad",
     "LayerSmoothGradCamPlusPlus",
     "LayerXGradCam",
+    "MetaSaliency",
+    "NormGrad",
     "channels_last_to_first",
+    "combine_saliency_maps",
+    "disable_inplace",
     "fuse_layer_cams",
     "input_space_explanation",
+    "layer_weights",
     "tokens_to_grid",
     "upsample_to_input",
 ]
