@@ -35,6 +35,7 @@ from captum_ext._captum import (
 from captum_ext._validation import (
     check_target_against_output,
     validate_inputs,
+    validate_layers_in_model,
     validate_target,
 )
 
@@ -59,7 +60,9 @@ class MetaSaliency(Attribution):
     Only parameters with ``requires_grad=True`` are updated. The step is per sample (a
     batch-mean step would couple the samples), so a batch costs, per sample, one extra forward
     and backward pass with respect to the parameters plus the base method's passes, and holds one
-    parameter copy at a time. ``multiplies_by_inputs`` is the base method's.
+    parameter copy at a time. ``multiplies_by_inputs`` is the base method's. The stepped
+    parameters are detached, so ``grad_kwargs={"create_graph": True}`` gives maps that are
+    differentiable with respect to the inputs only, not to the model's parameters.
     """
 
     def __init__(
@@ -105,6 +108,9 @@ class MetaSaliency(Attribution):
         inputs_tuple = cast(tuple[Tensor, ...], _format_tensor_into_tuples(inputs))
         batch_size = validate_inputs(inputs_tuple)
         validate_target(target, batch_size)
+        layers = getattr(self.attribution, "layer", None)
+        if layers is not None:  # the inner calls run a wrapper, so check the layers here
+            validate_layers_in_model(model, layers if isinstance(layers, list) else [layers])
         trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
         if not trainable:
             raise ValueError(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,20 +18,8 @@ __all__ = [
     "make_model",
     "patches",
     "positions",
-    "single_thread",
 ]
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Run each test with one intra-op thread (restored afterwards): the tensors are tiny, and on
-    a shared 2-core machine thread fan-out made the same tests 5-20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 SIZE = {1: (9,), 2: (6, 5), 3: (4, 5, 3)}

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from _normgrad_testing import count_hooks, single_thread  # noqa: F401
+from tests.attr._normgrad_testing import count_hooks
 from captum.attr import LayerGradCam
 from torch import nn
 

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from _normgrad_testing import (
+from tests.attr._normgrad_testing import (
     CONV,
     SIZE,
     aggregate,
@@ -19,7 +19,6 @@ from _normgrad_testing import (
     make_model,
     patches,
     positions,
-    single_thread,  # noqa: F401  (autouse fixture)
 )
 from captum.attr import LayerGradCam, LayerGradientXActivation
 from torch import nn

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _normgrad_testing import count_hooks, make_input, make_model, single_thread  # noqa: F401
+from tests.attr._normgrad_testing import count_hooks, make_input, make_model
 from torch import nn
 
 from captum_ext.attr import LayerNormGrad, disable_inplace

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from _normgrad_testing import single_thread  # noqa: F401  (autouse fixture)
 
 from captum_ext.attr import combine_saliency_maps, layer_weights
 
