@@ -15,11 +15,13 @@ from captum_ext.attr.gradient_cams import (
 )
 from captum_ext.attr.interop import input_space_explanation, upsample_to_input
 from captum_ext.attr._patching import Component
+from captum_ext.attr.agf import AttributionGuidedFactorization
 from captum_ext.attr.relp import RelevancePatching
 from captum_ext.attr.reshape import channels_last_to_first, tokens_to_grid
 from captum_ext.attr.smooth_grad_cam_pp import LayerSmoothGradCamPlusPlus
 
 __all__ = [
+    "AttributionGuidedFactorization",
     "Component",
     "RelevancePatching",
     "LayerCamBase",

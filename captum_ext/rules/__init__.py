@@ -8,7 +8,7 @@ gradient is LRP's "modified gradient" ``c = R / a``; relevance at any tensor ``a
 Rules: :class:`Epsilon`, :class:`Gamma`, :class:`ZPlus`, :class:`AlphaBeta`, :class:`AbsZ` (linear
 and conv layers); :class:`IdentityRule`, :class:`NormRule` (element-wise activations and
 normalisation); :class:`ProductRule`/:class:`HalfRule`, :class:`ConstantAttention` (products,
-gates, attention). Composition: :class:`Composite` and the presets :func:`epsilon_plus`,
+gates, attention); :class:`AbsoluteSum` (residual additions). Composition: :class:`Composite` and the presets :func:`epsilon_plus`,
 :func:`epsilon_gamma`, :func:`transformer_rules`; canonizers: :class:`MergeBatchNorm`.
 
 Licensing note (spec): LRP is described by its authors as patented for commercial use; get a
@@ -25,10 +25,12 @@ from captum_ext.rules.composite import (
     lrp_rules,
     transformer_rules,
 )
+from captum_ext.rules.sums import AbsoluteSum
 from captum_ext.rules.elementwise import IdentityRule, NormRule
 from captum_ext.rules.linear import AbsZ, AlphaBeta, Epsilon, Gamma, LinearLayerRule, ZPlus
 
 __all__ = [
+    "AbsoluteSum",
     "AbsZ",
     "AlphaBeta",
     "Canonizer",

@@ -192,3 +192,34 @@ def test_explicit_attention_matches_sdpa_with_masks() -> None:
         torch.testing.assert_close(
             explicit_attention(q, k, v, **kwargs), F.scaled_dot_product_attention(q, k, v, **kwargs)
         )
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f = nn.Linear(4, 4).double()
+
+    def forward(self, x):
+        out = self.f(x)
+        out += x  # in-place, as torchvision's residual blocks
+        return out
+
+
+def test_absolute_sum_splits_a_residual_addition_by_magnitude() -> None:
+    from captum_ext.rules import AbsoluteSum
+
+    torch.manual_seed(0)
+    block = Residual()
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(3, 4, dtype=torch.float64)
+    branch = block.f(x).detach()
+    with Composite([(Residual, AbsoluteSum())]).context(block):
+        y = block(x)
+        (g,) = torch.autograd.grad(y, x, c)
+    torch.testing.assert_close(y, block(x))
+    r_out = (y * c).detach()
+    share_x = x.detach().abs() / (x.detach().abs() + branch.abs())
+    share_f = 1 - share_x
+    # R_x = direct share + what the branch's share sends back through the plain linear layer
+    (g_branch,) = torch.autograd.grad(block.f(x), x, share_f * r_out / branch)
+    torch.testing.assert_close(x.detach() * g, share_x * r_out + x.detach() * g_branch)
