@@ -149,6 +149,8 @@ def test_small_resnet_per_class_maps_batches_and_residual_rules() -> None:
     torch.testing.assert_close(inplace, maps[2])  # `out += identity` is handled like `out + identity`
     absolute = AttributionGuidedFactorization(model, residual_rule="abs").attribute(x, target=2)
     assert torch.isfinite(absolute).all() and not torch.allclose(absolute, maps[2])
+    inplace_abs = AttributionGuidedFactorization(TinyResNet(inplace_add=True).double(), residual_rule="abs")
+    torch.testing.assert_close(inplace_abs.attribute(x, target=2), absolute)
     heat = AttributionGuidedFactorization.heatmap(maps[2])
     assert heat.shape == (3, 1, 12, 12)
     assert torch.allclose(heat, (maps[2] / maps[2].flatten(1).amax(1)[:, None, None, None]).sum(1, keepdim=True))
