@@ -38,7 +38,11 @@ from captum_ext._captum import (
     _select_targets,
     ExpansionTypes,
 )
-from captum_ext._validation import check_target_against_output, validate_target
+from captum_ext._validation import (
+    check_target_against_output,
+    validate_layers_in_model,
+    validate_target,
+)
 from captum_ext.attr._patching import Component, as_components, capture, patch, reduce_scores, unit_masks
 from captum_ext.rules import Composite, transformer_rules
 
@@ -140,6 +144,7 @@ class RelevancePatching(GradientAttribution):
         validate_target(target, batch)
         extra = _format_additional_forward_args(additional_forward_args)
         components = as_components(self.layers, attribute_to_layer_input)
+        validate_layers_in_model(self.model or self.forward_func, [c.module for c in components])
         if mode == "relp" and self.model is None:
             raise ValueError("mode='relp' needs the model (an nn.Module) to attach the rules to: model=...")
         del is_tuple  # scores are shaped by components, not by inputs

@@ -117,14 +117,17 @@ def lrp_rules(model: nn.Module, composite: Composite):  # type: ignore[no-untype
     return composite.context(model)
 
 
-def epsilon_plus(epsilon: float = 1e-6, merge_batchnorm: bool = True) -> Composite:
-    """zennit's EpsilonPlus preset: ε for dense layers, z⁺ for convolutions, batch norms folded
+def epsilon_plus(
+    epsilon: float = 1e-6, stabilizer: float = 1e-6, merge_batchnorm: bool = True
+) -> Composite:
+    """zennit's EpsilonPlus preset: ε for dense layers, z⁺ (stabiliser ``stabilizer``) for
+    convolutions, batch norms folded
     into the preceding layer when they are consecutive in an ``nn.Sequential``, identity rule for
     smooth activations."""
     return Composite(
         [
             (nn.Linear, Epsilon(epsilon)),
-            (_CONVS, ZPlus()),
+            (_CONVS, ZPlus(stabilizer)),
             (_SMOOTH_ACTIVATIONS, IdentityRule()),
             (_BatchNorm, None if merge_batchnorm else IdentityRule()),
         ],
@@ -132,12 +135,14 @@ def epsilon_plus(epsilon: float = 1e-6, merge_batchnorm: bool = True) -> Composi
     )
 
 
-def epsilon_gamma(epsilon: float = 1e-6, gamma: float = 0.25, merge_batchnorm: bool = True) -> Composite:
+def epsilon_gamma(
+    epsilon: float = 1e-6, gamma: float = 0.25, stabilizer: float = 1e-6, merge_batchnorm: bool = True
+) -> Composite:
     """ε for dense layers, γ = 0.25 for convolutions (the recommended VGG setting, spec §1.1)."""
     return Composite(
         [
             (nn.Linear, Epsilon(epsilon)),
-            (_CONVS, Gamma(gamma)),
+            (_CONVS, Gamma(gamma, stabilizer)),
             (_SMOOTH_ACTIVATIONS, IdentityRule()),
             (_BatchNorm, None if merge_batchnorm else IdentityRule()),
         ],

@@ -122,7 +122,7 @@ def test_context_restores_when_a_rule_fails_to_attach() -> None:
 def test_epsilon_plus_conserves_the_logit_on_a_bias_free_relu_net(rank) -> None:
     model = conv_model(rank, bias=False)
     x = conv_input(rank, batch=3).abs()
-    with epsilon_plus(epsilon=1e-12).context(model):
+    with epsilon_plus(epsilon=1e-12, stabilizer=1e-12).context(model):
         attribution = InputXGradient(model).attribute(x, target=1)
         logits = model(x).detach()
     torch.testing.assert_close(attribution.flatten(1).sum(1), logits[:, 1], rtol=1e-4, atol=1e-5)
