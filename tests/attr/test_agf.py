@@ -13,6 +13,15 @@ from captum_ext.attr._agf_rules import factorize
 from captum_ext.attr.agf import reweighted_score
 from tests._helpers import assert_unchanged, conv_input, conv_model, hook_count, snapshot
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is ~100x faster than two on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 OFF = dict(use_a=False, use_fx=False, use_fdx=False, use_m=False)
 
 

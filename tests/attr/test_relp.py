@@ -12,6 +12,15 @@ from tests._helpers import assert_unchanged, hook_count, snapshot
 from tests.attr import _circuit_transformer as ct
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is ~100x faster than two on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class TwoLayer(nn.Module):
     def __init__(self, act: nn.Module | None = None) -> None:
         super().__init__()
@@ -182,8 +191,12 @@ def test_clear_errors() -> None:
     twice = nn.Sequential(shared, nn.ReLU(), shared)
     with pytest.raises(ValueError, match="ran 2 times"):
         RelevancePatching(twice, shared).attribute(clean, corrupt, metric=lambda o: o.sum(1))
-    with pytest.raises(ValueError, match="did not run"):
+    with pytest.raises(ValueError, match="not a submodule"):
         RelevancePatching(model, nn.Linear(2, 2)).attribute(clean, corrupt, target=0)
+    spare = TwoLayer().eval()
+    spare.unused = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="did not run"):
+        RelevancePatching(spare, spare.unused).attribute(clean, corrupt, target=0)
     with pytest.raises(NotImplementedError):
         relp.attribute_future()
     assert hook_count(model) == 0 and hook_count(twice) == 0
