@@ -18,11 +18,17 @@ from captum_ext.attr.inplace import disable_inplace
 from captum_ext.attr.input_normgrad import NormGrad
 from captum_ext.attr.meta_saliency import MetaSaliency
 from captum_ext.attr.normgrad import LayerNormGrad
+from captum_ext.attr._patching import Component
+from captum_ext.attr.agf import AttributionGuidedFactorization
+from captum_ext.attr.relp import RelevancePatching
 from captum_ext.attr.reshape import channels_last_to_first, tokens_to_grid
 from captum_ext.attr.saliency_combination import combine_saliency_maps, layer_weights
 from captum_ext.attr.smooth_grad_cam_pp import LayerSmoothGradCamPlusPlus
 
 __all__ = [
+    "AttributionGuidedFactorization",
+    "Component",
+    "RelevancePatching",
     "LayerCamBase",
     "LayerClassActivationMap",
     "LayerGradCamPlusPlus",
