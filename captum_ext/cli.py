@@ -102,9 +102,9 @@ def _explain(args: argparse.Namespace) -> int:
         with torch.no_grad():
             scores = model(x)
         target = int(scores.argmax(1)) if args.target is None else args.target
-        cam = method.attribute(x, target=target, attribute_to_layer_input=to_input,
-                               **info.attribute_kwargs)
-        cam = cam[0] if isinstance(cam, tuple) else cam
+        cam = info.run(method, x, target, attribute_to_layer_input=to_input)
+        if cam.dim() == x.dim() and cam.shape[1] > 1:  # input-space relevance: sum channels
+            cam = cam.sum(1, keepdim=True)
         stem = Path(path).stem
         display = torch.nn.functional.interpolate(
             image[None], size=(args.size, args.size), mode="bilinear", antialias=True

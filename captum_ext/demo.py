@@ -40,15 +40,8 @@ class DemoResult:
 
 def _time_call(info: MethodInfo, method: object, inputs: Tensor, target: Tensor) -> tuple[Tensor, float]:
     start = time.perf_counter()
-    maps = method.attribute(  # type: ignore[attr-defined]
-        inputs,
-        target=target,
-        attribute_to_layer_input=True,
-        relu_attributions=True,
-        **info.attribute_kwargs,
-    )
-    elapsed = time.perf_counter() - start
-    return maps.detach(), elapsed
+    maps = info.run(method, inputs, target, attribute_to_layer_input=True, relu_attributions=True)
+    return maps, time.perf_counter() - start
 
 
 def run_demo(
@@ -85,7 +78,11 @@ def run_demo(
         probabilities = model(batch).softmax(1)
     confidence, target = probabilities.max(1)
     layer, head = model._avg_pooling, model._fc
-    chosen = [METHODS[m] for m in methods] if methods else list(METHODS.values())
+    chosen = (
+        [METHODS[m] for m in methods]
+        if methods
+        else [info for info in METHODS.values() if info.kind == "layer CAM"]
+    )
 
     # warm-up, so that the first timed method does not pay for lazy initialisation
     METHODS["LayerGradCam"].build(model, layer, head).attribute(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from captum.attr import Attribution, LayerGradCam
-from torch import nn
+from torch import Tensor, nn
 
 from captum_ext import attr
 
@@ -30,6 +30,28 @@ class MethodInfo:
     kind: str = "layer CAM"
     attribute_kwargs: dict[str, Any] = field(default_factory=dict)
     is_captum_builtin: bool = False
+
+    @property
+    def uses_layer(self) -> bool:
+        """Whether the method explains a layer (and takes ``attribute_to_layer_input``)."""
+        return self.kind.startswith("layer")
+
+    def run(
+        self,
+        method: Attribution,
+        inputs: Tensor,
+        target: Any,
+        attribute_to_layer_input: bool = False,
+        relu_attributions: bool = False,
+    ) -> Tensor:
+        """Call ``method.attribute`` with the catalogue's defaults and the options it takes."""
+        kwargs = dict(self.attribute_kwargs)
+        if self.uses_layer:
+            kwargs["attribute_to_layer_input"] = attribute_to_layer_input
+            if self.kind == "layer CAM":
+                kwargs["relu_attributions"] = relu_attributions
+        result = method.attribute(inputs, target=target, **kwargs)  # type: ignore[attr-defined]
+        return (result[0] if isinstance(result, tuple) else result).detach()
 
 
 METHODS: dict[str, MethodInfo] = {
@@ -71,6 +93,22 @@ METHODS: dict[str, MethodInfo] = {
             lambda model, layer, head: attr.LayerLayerCam(model, layer),
             "Jiang et al., IEEE TIP 2021",
             "1 forward + 1 backward",
+        ),
+        MethodInfo(
+            "LayerNormGrad",
+            lambda model, layer, head: attr.LayerNormGrad(model, layer),
+            "Rebuffi et al., CVPR 2020 (NormGrad; selective variant)",
+            "1 forward + 1 backward (any number of layers)",
+            kind="layer saliency",
+            attribute_kwargs={"variant": "selective"},
+        ),
+        MethodInfo(
+            "AttributionGuidedFactorization",
+            lambda model, layer, head: attr.AttributionGuidedFactorization(model),
+            "Gur, Ali, Wolf, AAAI 2021 (conv/linear/ReLU/pool/BN/residual models only)",
+            "1 forward + a rule-modified backward with factorisations",
+            ranks="1D, 2D, 3D",
+            kind="input relevance",
         ),
         MethodInfo(
             "LayerClassActivationMap",
