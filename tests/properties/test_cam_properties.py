@@ -119,3 +119,28 @@ def test_smooth_grad_cam_pp_is_deterministic_given_a_generator(case, seed):
     before = snapshot(model, (x,))
     torch.testing.assert_close(run(), run())
     assert_unchanged(model, (x,), before)
+
+
+@SETTINGS
+@given(networks(), st.booleans())
+def test_grad_cam_pp_closed_form_on_gap_heads(case, alpha_normalization):
+    """Grad-CAM++ on GAP → linear: paper α gives w_k = ReLU(W[c,k]) / (2 + S_k W[c,k] / Z),
+    the official α normalisation gives w_k = ReLU(W[c,k]) / Z (``cam-family.md`` §3.2)."""
+    model, x, targets = case
+    layer = model.features[-1]
+    out = LayerGradCamPlusPlus(model, layer).attribute(
+        x, target=targets, alpha_normalization=alpha_normalization
+    )
+    with torch.no_grad():
+        activation = layer(model.features[:-1](x))
+    z = activation[0, 0].numel()
+    weight = model.fc.weight.detach()[targets]
+    if alpha_normalization:
+        expected_weights = torch.relu(weight) / z
+    else:
+        sums = activation.flatten(2).sum(-1)
+        denominator = 2 + sums * weight / z
+        expected_weights = torch.where(weight > 0, torch.relu(weight) / denominator, 0.0)
+    expected = (expected_weights.reshape(weight.shape + (1,) * (activation.dim() - 2))
+                * activation).sum(1, keepdim=True)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
