@@ -13,10 +13,13 @@ from captum_ext.attr.gradient_cams import (
     LayerXGradCam,
     fuse_layer_cams,
 )
+from captum_ext.attr.igos import IGOS, IGOSPlusPlus
 from captum_ext.attr.reshape import channels_last_to_first, tokens_to_grid
 from captum_ext.attr.smooth_grad_cam_pp import LayerSmoothGradCamPlusPlus
 
 __all__ = [
+    "IGOS",
+    "IGOSPlusPlus",
     "LayerCamBase",
     "LayerClassActivationMap",
     "LayerGradCamPlusPlus",
