@@ -21,6 +21,7 @@ from captum_ext.attr.normgrad import LayerNormGrad
 from captum_ext.attr._patching import Component
 from captum_ext.attr.agf import AttributionGuidedFactorization
 from captum_ext.attr.relp import RelevancePatching
+from captum_ext.attr.igos import IGOS, IGOSPlusPlus
 from captum_ext.attr.reshape import channels_last_to_first, tokens_to_grid
 from captum_ext.attr.saliency_combination import combine_saliency_maps, layer_weights
 from captum_ext.attr.smooth_grad_cam_pp import LayerSmoothGradCamPlusPlus
@@ -28,7 +29,8 @@ from captum_ext.attr.smooth_grad_cam_pp import LayerSmoothGradCamPlusPlus
 __all__ = [
     "AttributionGuidedFactorization",
     "Component",
-    "RelevancePatching",
+    "IGOS",
+    "IGOSPlusPlus",
     "LayerCamBase",
     "LayerClassActivationMap",
     "LayerGradCamPlusPlus",
@@ -39,6 +41,7 @@ __all__ = [
     "LayerXGradCam",
     "MetaSaliency",
     "NormGrad",
+    "RelevancePatching",
     "channels_last_to_first",
     "combine_saliency_maps",
     "disable_inplace",
