@@ -2,5 +2,19 @@
 ground-truth generators."""
 
 from captum_ext.datasets.photos import SAMPLE_PHOTOS, load_photo, load_sample_photos
+from captum_ext.datasets.synthetic import (
+    CUE_SHAPES,
+    SyntheticCueData,
+    SyntheticCueDataset,
+    make_synthetic_cue_data,
+)
 
-__all__ = ["SAMPLE_PHOTOS", "load_photo", "load_sample_photos"]
+__all__ = [
+    "CUE_SHAPES",
+    "SAMPLE_PHOTOS",
+    "SyntheticCueData",
+    "SyntheticCueDataset",
+    "load_photo",
+    "load_sample_photos",
+    "make_synthetic_cue_data",
+]

@@ -7,7 +7,15 @@ from captum_ext.models.efficientnet import (
     load_efficientnet_lite0,
     preprocess_imagenet,
 )
+from captum_ext.models.synthetic import CueClassifier, load_synthetic_model
 
 __all__ = [
     "ConvClassifier",
-    "TinyViT","IMAGENET_MEAN", "IMAGENET_STD", "load_efficientnet_lite0", "preprocess_imagenet"]
+    "CueClassifier",
+    "TinyViT",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "load_efficientnet_lite0",
+    "load_synthetic_model",
+    "preprocess_imagenet",
+]
