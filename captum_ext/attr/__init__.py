@@ -6,6 +6,7 @@ raw maps at layer resolution, like Captum's ``LayerGradCam``.
 
 from captum_ext.attr._cam_base import LayerCamBase
 from captum_ext.attr.cam import LayerClassActivationMap
+from captum_ext.attr.eigen_cam import LayerEigenCam, LayerEigenGradCam
 from captum_ext.attr.gradient_cams import (
     LayerGradCamPlusPlus,
     LayerHiResCam,
@@ -20,6 +21,8 @@ from captum_ext.attr.smooth_grad_cam_pp import LayerSmoothGradCamPlusPlus
 __all__ = [
     "LayerCamBase",
     "LayerClassActivationMap",
+    "LayerEigenCam",
+    "LayerEigenGradCam",
     "LayerGradCamPlusPlus",
     "LayerHiResCam",
     "LayerLayerCam",
