@@ -5,6 +5,7 @@ raw maps at layer resolution, like Captum's ``LayerGradCam``.
 """
 
 from captum_ext.attr._cam_base import LayerCamBase
+from captum_ext.attr.ablation_cam import LayerAblationCam
 from captum_ext.attr.cam import LayerClassActivationMap
 from captum_ext.attr.eigen_cam import LayerEigenCam, LayerEigenGradCam
 from captum_ext.attr.gradient_cams import (
@@ -16,16 +17,22 @@ from captum_ext.attr.gradient_cams import (
 )
 from captum_ext.attr.interop import input_space_explanation, upsample_to_input
 from captum_ext.attr.reshape import channels_last_to_first, tokens_to_grid
+from captum_ext.attr.score_cam import LayerScoreCam
+from captum_ext.attr.score_cam_variants import LayerISCam, LayerSSCam
 from captum_ext.attr.smooth_grad_cam_pp import LayerSmoothGradCamPlusPlus
 
 __all__ = [
+    "LayerAblationCam",
     "LayerCamBase",
     "LayerClassActivationMap",
     "LayerEigenCam",
     "LayerEigenGradCam",
     "LayerGradCamPlusPlus",
     "LayerHiResCam",
+    "LayerISCam",
     "LayerLayerCam",
+    "LayerSSCam",
+    "LayerScoreCam",
     "LayerSmoothGradCamPlusPlus",
     "LayerXGradCam",
     "channels_last_to_first",
