@@ -7,6 +7,7 @@ raw maps at layer resolution, like Captum's ``LayerGradCam``.
 from captum_ext.attr._cam_base import LayerCamBase
 from captum_ext.attr.ablation_cam import LayerAblationCam
 from captum_ext.attr.cam import LayerClassActivationMap
+from captum_ext.attr.cf_cam import LayerCFCam
 from captum_ext.attr.eigen_cam import LayerEigenCam, LayerEigenGradCam
 from captum_ext.attr.gradient_cams import (
     LayerGradCamPlusPlus,
@@ -23,6 +24,7 @@ from captum_ext.attr.smooth_grad_cam_pp import LayerSmoothGradCamPlusPlus
 
 __all__ = [
     "LayerAblationCam",
+    "LayerCFCam",
     "LayerCamBase",
     "LayerClassActivationMap",
     "LayerEigenCam",
