@@ -136,7 +136,10 @@ class LayerChannelScoringBase(LayerAttribution, PerturbationAttribution):
         formatted_baselines = _format_baselines(baselines, inputs_tuple)
         recorder = _RecordingForward(
             GuardedForward(
-                self.forward_func, [layer], target, attribute_to_layer_input=attribute_to_layer_input
+                self.forward_func,
+                [layer],
+                target,
+                attribute_to_layer_input=attribute_to_layer_input,
             )
         )
         with torch.no_grad():

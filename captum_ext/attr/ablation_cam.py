@@ -94,7 +94,8 @@ class LayerAblationCam(LayerChannelScoringBase):
             replacement = activation[examples].clone()
             replacement[torch.arange(stop - start, device=replacement.device), channels] = 0
             rows = tuple(x[examples.to(x.device)] for x in clean.inputs)
-            return Chunk(rows, examples, _ReplaceLayerTensor(layer, replacement, attribute_to_layer_input))
+            patch = _ReplaceLayerTensor(layer, replacement, attribute_to_layer_input)
+            return Chunk(rows, examples, patch)
 
         clean_scores = self._clean_scores(clean, score)
         weights = activation.new_zeros(activation.shape[:2])

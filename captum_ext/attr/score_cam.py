@@ -57,8 +57,9 @@ class LayerScoreCam(LayerChannelScoringBase):
     pair, ``batch_size`` masked inputs at a time under ``torch.no_grad()`` with **no hook
     active**; only one chunk of masks and masked inputs exists at a time, and the scores stay on
     the device. Tuple inputs: every input tensor with spatial dims is masked (upsampled to its
-    own size); the others and ``additional_forward_args`` pass unmasked.
-    ``multiplies_by_inputs`` is False.
+    own size); the others and ``additional_forward_args`` pass unmasked. Masked inputs keep
+    the input's memory format, so a ``channels_last`` input gives ``channels_last`` chunks
+    (often faster for convolutions on CPU). ``multiplies_by_inputs`` is False.
 
     Args:
         forward_func: the model (it must return ``(N, C, ...)`` scores; logits for
@@ -236,7 +237,9 @@ class LayerScoreCam(LayerChannelScoringBase):
             cam = cam.clamp(min=0)
         return cam.detach()
 
-    def _baseline_scores(self, clean: CleanPass, batch_size: int, options: dict[str, Any]) -> Tensor:
+    def _baseline_scores(
+        self, clean: CleanPass, batch_size: int, options: dict[str, Any]
+    ) -> Tensor:
         """``(N,)`` scores of the baseline inputs (every spatial input fully masked)."""
 
         def baseline_chunk(start: int, stop: int) -> Chunk:

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captum_ext.attr import LayerISCam, LayerScoreCam, LayerSSCam
+from captum_ext.attr import LayerISCam, LayerScoreCam, LayerSSCam, tokens_to_grid
+from captum_ext.models import TinyViT
 from tests._helpers import (
     FailingModule,
     assert_unchanged,
@@ -209,7 +210,8 @@ def test_tuple_inputs_mask_only_spatial_tensors_and_pass_extra_args():
             activation = model.act(model.conv(image[i : i + 1]))[0]
             weights = []
             for k in range(4):
-                mask = (activation[k] - activation[k].min()) / (activation[k].max() - activation[k].min())
+                low, high = activation[k].min(), activation[k].max()
+                mask = (activation[k] - low) / (high - low)
                 logits = model(image[i : i + 1] * mask, vector[i : i + 1], scale[i : i + 1])
                 weights.append(torch.softmax(logits, 1)[0, i])
             expected.append((torch.stack(weights)[:, None, None] * activation).sum(0, keepdim=True))
@@ -219,7 +221,8 @@ def test_tuple_inputs_mask_only_spatial_tensors_and_pass_extra_args():
 def test_baselines_blend_the_masked_input():
     model, x = strided_model(2), conv_input(2)
     baseline = torch.full((1, 3, 5, 5), 0.5)
-    out = LayerScoreCam(model, model.features[-1]).attribute(x, baselines=baseline, target=[0, 1, 2])
+    method = LayerScoreCam(model, model.features[-1])
+    out = method.attribute(x, baselines=baseline, target=[0, 1, 2])
     expected = []
     with torch.no_grad():
         for i in range(3):
@@ -283,6 +286,28 @@ def test_no_trace_after_success_and_after_a_failing_masked_pass():
     with pytest.raises(RuntimeError, match="boom"):
         LayerScoreCam(failing, model.features[-1]).attribute(x, target=0)
     assert hook_count(failing) == 0
+
+
+def test_channels_last_inputs_stay_channels_last():
+    model, x = strided_model(2), conv_input(2)
+    formats = []
+    inner = model.forward
+    model.forward = lambda inp: formats.append(inp.is_contiguous(
+        memory_format=torch.channels_last)) or inner(inp)
+    fast = x.contiguous(memory_format=torch.channels_last)
+    out = LayerScoreCam(model, model.features[-1]).attribute(fast, target=[0, 1, 2])
+    assert all(formats)
+    del model.forward
+    reference = LayerScoreCam(model, model.features[-1]).attribute(x, target=[0, 1, 2])
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_token_layer_through_reshape_transform():
+    torch.manual_seed(0)
+    model, x = TinyViT().eval(), torch.randn(2, 3, 16, 16)
+    method = LayerScoreCam(model, model.blocks[-1], reshape_transform=tokens_to_grid(n_prefix=1))
+    out = method.attribute(x, target=[1, 2], batch_size=8)
+    assert out.shape == (2, 1, 4, 4) and torch.isfinite(out).all() and out.abs().sum() > 0
 
 
 def test_progress_bar(capsys):
