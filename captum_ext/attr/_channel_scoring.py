@@ -192,9 +192,8 @@ class LayerChannelScoringBase(LayerAttribution, PerturbationAttribution):
                 extra = _select_rows(clean.additional_forward_args, chunk.example_index)
                 with chunk.context if chunk.context is not None else nullcontext():
                     output = self.forward_func(*chunk.inputs, *(extra or ()))
-                scores[start:stop] = target_scores(
-                    output, clean.target_index[chunk.example_index], scoring
-                )
+                rows = chunk.example_index.to(clean.target_index.device)
+                scores[start:stop] = target_scores(output, clean.target_index[rows], scoring)
                 bar.update(stop - start)
         return scores
 
