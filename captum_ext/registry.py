@@ -95,6 +95,38 @@ METHODS: dict[str, MethodInfo] = {
             "1 forward + 1 backward",
         ),
         MethodInfo(
+            "LayerEigenCam",
+            lambda model, layer, head: attr.LayerEigenCam(model, layer),
+            "Bany Muhammad & Yeasin, IJCNN 2020 (class-agnostic)",
+            "1 forward + a thin SVD",
+        ),
+        MethodInfo(
+            "LayerEigenGradCam",
+            lambda model, layer, head: attr.LayerEigenGradCam(model, layer),
+            "EigenGrad-CAM (pytorch-grad-cam's variant of Eigen-CAM on gradient x activation)",
+            "1 forward + 1 backward + a thin SVD",
+        ),
+        MethodInfo(
+            "LayerScoreCam",
+            lambda model, layer, head: attr.LayerScoreCam(model, layer),
+            "Wang et al., CVPR-W 2020",
+            "1 + K forward (K channels), chunked, hook-free",
+            attribute_kwargs={"batch_size": 64},
+        ),
+        MethodInfo(
+            "LayerAblationCam",
+            lambda model, layer, head: attr.LayerAblationCam(model, layer),
+            "Desai & Ramaswamy, WACV 2020",
+            "1 + K forward (K channels), chunked",
+            attribute_kwargs={"batch_size": 64},
+        ),
+        MethodInfo(
+            "LayerCFCam",
+            lambda model, layer, head: attr.LayerCFCam(model, layer),
+            "He, Pan, Yao, arXiv 2504.00060 (standardised softmax weighting by default)",
+            "1 forward + 1 backward + per-example DBSCAN",
+        ),
+        MethodInfo(
             "LayerNormGrad",
             lambda model, layer, head: attr.LayerNormGrad(model, layer),
             "Rebuffi et al., CVPR 2020 (NormGrad; selective variant)",
