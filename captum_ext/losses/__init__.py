@@ -15,6 +15,7 @@ Each plugs into an ordinary training loop; each docstring gives its cost per ste
 from captum_ext.losses._common import ExplanationLossTerms
 from captum_ext.losses.attribution import (
     AttributionRegionLoss,
+    LogProbabilities,
     attribution_region_penalty,
     differentiable_attribution,
     region_mass_fraction,
@@ -35,6 +36,7 @@ __all__ = [
     "AttributionRegionLoss",
     "ExplanationLossTerms",
     "HeatmapSegmentationLoss",
+    "LogProbabilities",
     "RightForTheRightReasonsLoss",
     "attribution_region_penalty",
     "class_heatmaps",

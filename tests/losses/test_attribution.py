@@ -9,6 +9,7 @@ from captum.attr import LayerGradCam, Saliency
 from captum_ext.attr import LayerHiResCam
 from captum_ext.losses import (
     AttributionRegionLoss,
+    LogProbabilities,
     attribution_region_penalty,
     region_mass_fraction,
 )
@@ -152,3 +153,21 @@ def test_clear_errors():
                 {"lambda_explanation": -1.0}):
         with pytest.raises(ValueError):
             AttributionRegionLoss(LayerGradCam(model, model.features[-1]), **bad)
+
+
+def test_log_probabilities_explainer():
+    model, x = conv_model(2), conv_input(2)
+    wrapped = LogProbabilities(model)
+    torch.testing.assert_close(wrapped(x), torch.log_softmax(model(x), 1))
+    # Grad-CAM of log p_y on a GAP→Linear head: weights (W_y − Σ_k p_k W_k) / Z
+    maps = LayerGradCam(wrapped, model.features[-1]).attribute(x, target=[0, 1, 2])
+    with torch.no_grad():
+        activation, p = model.features(x), model(x).softmax(1)
+    weights = model.fc.weight[[0, 1, 2]] - p @ model.fc.weight
+    hand = torch.einsum("nk,nkhw->nhw", weights, activation)[:, None] / 25
+    torch.testing.assert_close(maps.detach(), hand, rtol=1e-5, atol=1e-6)
+    loss = AttributionRegionLoss(LayerGradCam(wrapped, model.features[-1]))(
+        x, [0, 1, 2], torch.ones(3, 5, 5)
+    )
+    loss.backward()
+    assert model.features[0].weight.grad is not None
