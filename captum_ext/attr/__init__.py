@@ -14,6 +14,7 @@ from captum_ext.attr.gradient_cams import (
     fuse_layer_cams,
 )
 from captum_ext.attr.interop import input_space_explanation, upsample_to_input
+from captum_ext.attr._propagation_rules import PropagationRuleNet
 from captum_ext.attr.learned_propagation import LearnedPropagation
 from captum_ext.attr.reshape import channels_last_to_first, tokens_to_grid
 from captum_ext.attr.smooth_grad_cam_pp import LayerSmoothGradCamPlusPlus
@@ -27,6 +28,7 @@ __all__ = [
     "LayerSmoothGradCamPlusPlus",
     "LayerXGradCam",
     "LearnedPropagation",
+    "PropagationRuleNet",
     "channels_last_to_first",
     "fuse_layer_cams",
     "input_space_explanation",

@@ -85,7 +85,11 @@ class PropagationRuleNet(nn.Module):
         nn.init.constant_(self.outer.bias, self.init_bias)
 
     def config(self) -> dict[str, Any]:
-        return {"hidden": self.hidden, "keep_support": self.keep_support, "init_bias": self.init_bias}
+        return {
+            "hidden": self.hidden,
+            "keep_support": self.keep_support,
+            "init_bias": self.init_bias,
+        }
 
     def forward(self, activation: Tensor, gradient: Tensor, derivative: Tensor) -> Tensor:
         """Coefficients shaped like ``activation``; the inputs are treated as constants."""

@@ -47,7 +47,9 @@ class LearnedPropagation(GradientAttribution):
     At every hooked activation ``y = f(a)`` (``nn.ReLU``, ``nn.ReLU6``, ``nn.Hardtanh``,
     ``nn.LeakyReLU`` modules) the backward pass uses
 
-    .. math:: g_{in} = c_θ(a, g_{out}) ⊙ g_{out},\qquad c_θ = f'(a) · σ(\mathrm{MLP}_θ(\text{features}))
+    .. math::
+        g_{in} = c_θ(a, g_{out}) ⊙ g_{out},\qquad
+        c_θ = f'(a) · σ(\mathrm{net}_θ(\text{features}))
 
     instead of ``f'(a) ⊙ g_out`` (:class:`~captum_ext.attr._propagation_rules.PropagationRuleNet`).
     ``attribute`` returns the modified input gradient of the target score (like Captum's
@@ -81,15 +83,26 @@ class LearnedPropagation(GradientAttribution):
     on the classifier's own predictions with the classifier frozen; Adam. The paper evaluated on
     5 datasets and 6 architectures; none of its numbers are reproduced here.
 
-    Limits: only activation *modules* can be hooked (functional ``F.relu`` cannot); the model
-    must run the activations eagerly (no TorchScript); a trained rule belongs to the model it was
-    trained on. ``model.training`` is set to eval during :meth:`fit` and restored afterwards.
+    **The blockers spec §5 lists, and how they are handled**: in-place activations
+    (``ReLU(inplace=True)``) are supported (a forward pre-hook keeps a copy of the input);
+    backward hooks with ``create_graph`` are avoided (the rule is a tensor hook on a
+    value-preserving surrogate output, and its arithmetic is recorded in the double backward);
+    per-model artifacts are the small rule file of :meth:`save`. Functional activations
+    (``F.relu``) remain out of reach: only activation *modules* can be hooked. A module that runs
+    several times per forward pass (EfficientNet's shared ``ReLU6``) gets one rewrite per call.
+
+    Limits: the model must run the activations eagerly (no TorchScript); a trained rule belongs
+    to the model it was trained on; ``model.training`` is set to eval during :meth:`fit` and
+    restored afterwards. Batched attributions equal per-example ones (the rule's normalisations
+    are per example).
 
     Args:
         forward_func: the classifier (an ``nn.Module`` unless ``layers`` is given).
         layers: the activation modules to hook; default: every supported activation module of
             ``forward_func``.
-        rule: a :class:`PropagationRuleNet` (a new one with ``hidden`` units by default).
+        rule: a :class:`PropagationRuleNet` (a new one with ``hidden`` units by default). A fixed
+            rule gives fixed backward rules, e.g. guided backpropagation through ReLU6 (which
+            Captum's ``GuidedBackprop``, hooking ``nn.ReLU`` only, does not modify).
         hidden: hidden units of a new rule network.
         keep_support: see :class:`PropagationRuleNet`.
     """
@@ -97,8 +110,8 @@ class LearnedPropagation(GradientAttribution):
     def __init__(
         self,
         forward_func: Any,
-        layers: Optional[Sequence[nn.Module]] = None,
         *,
+        layers: Optional[Sequence[nn.Module]] = None,
         rule: Optional[PropagationRuleNet] = None,
         hidden: int = 8,
         keep_support: bool = True,

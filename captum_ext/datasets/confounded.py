@@ -168,9 +168,15 @@ def confounded_splits(
     ``seed``; ``options`` are passed to both (``num_classes``, ``image_size``, ``noise``, ...).
     """
     train = ConfoundedShapes(
-        train_size, confounder_agreement=train_agreement, seed=2 * seed, **options  # type: ignore[arg-type]
+        train_size,
+        confounder_agreement=train_agreement,
+        seed=2 * seed,
+        **options,  # type: ignore[arg-type]
     )
     test = ConfoundedShapes(
-        test_size, confounder_agreement=test_agreement, seed=2 * seed + 1, **options  # type: ignore[arg-type]
+        test_size,
+        confounder_agreement=test_agreement,
+        seed=2 * seed + 1,
+        **options,  # type: ignore[arg-type]
     )
     return train, test

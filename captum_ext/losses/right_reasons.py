@@ -104,7 +104,8 @@ def right_for_the_right_reasons(
 
     per example, reduced over the batch by ``reduction`` (``"mean"``, ``"sum"`` as in the
     paper's Σ_n, or ``"none"``). Both terms are reduced the same way, so ``λ`` keeps its meaning.
-    The paper's ``λ₂‖θ‖²`` is the optimizer's ``weight_decay``. See :class:`RightForTheRightReasonsLoss`.
+    The paper's ``λ₂‖θ‖²`` is the optimizer's ``weight_decay``. See
+    :class:`RightForTheRightReasonsLoss`.
     """
     check_reduction(reduction)
     penalty, logits = input_gradient_penalty(

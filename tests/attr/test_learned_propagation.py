@@ -10,7 +10,7 @@ from captum.attr import GuidedBackprop, NoiseTunnel
 from torch import nn
 
 from captum_ext.attr import LearnedPropagation
-from captum_ext.attr._propagation_rules import PropagationRuleNet
+from captum_ext.attr import PropagationRuleNet
 from tests._helpers import (
     FailingModule,
     armed,
