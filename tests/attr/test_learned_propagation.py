@@ -88,6 +88,9 @@ def test_tuples_no_grad_create_graph_and_noise_tunnel():
     method = LearnedPropagation(two)
     a, b = method.attribute((x, x * 0.5), target=1)
     torch.testing.assert_close(b, 2 * a)
+    alone = method.attribute(x, target=1, additional_forward_args=(x * 0.5,))
+    assert isinstance(alone, torch.Tensor)
+    torch.testing.assert_close(alone, a)
     with torch.no_grad():
         detached = LearnedPropagation(model).attribute(x, target=0)
     assert not detached.requires_grad
