@@ -8,6 +8,7 @@ tuple-ness of the inputs.
 
 from captum_ext.attr._cam_base import LayerCamBase
 from captum_ext.attr._patching import Component
+from captum_ext.attr._propagation_rules import PropagationRuleNet
 from captum_ext.attr.ablation_cam import LayerAblationCam
 from captum_ext.attr.agf import AttributionGuidedFactorization
 from captum_ext.attr.cam import LayerClassActivationMap
@@ -24,6 +25,7 @@ from captum_ext.attr.igos import IGOS, IGOSPlusPlus
 from captum_ext.attr.inplace import disable_inplace
 from captum_ext.attr.input_normgrad import NormGrad
 from captum_ext.attr.interop import input_space_explanation, upsample_to_input
+from captum_ext.attr.learned_propagation import LearnedPropagation
 from captum_ext.attr.meta_saliency import MetaSaliency
 from captum_ext.attr.normgrad import LayerNormGrad
 from captum_ext.attr.relp import RelevancePatching
@@ -56,6 +58,8 @@ __all__ = [
     "MetaSaliency",
     "NormGrad",
     "RelevancePatching",
+    "LearnedPropagation",
+    "PropagationRuleNet",
     "channels_last_to_first",
     "combine_saliency_maps",
     "disable_inplace",

@@ -1,6 +1,7 @@
 """Data that works offline: real sample photos shipped by installed packages, and synthetic
 ground-truth generators."""
 
+from captum_ext.datasets.confounded import CONFOUNDER_COLOURS, ConfoundedShapes, confounded_splits
 from captum_ext.datasets.photos import SAMPLE_PHOTOS, load_photo, load_sample_photos
 from captum_ext.datasets.synthetic import (
     CUE_SHAPES,
@@ -10,10 +11,13 @@ from captum_ext.datasets.synthetic import (
 )
 
 __all__ = [
+    "CONFOUNDER_COLOURS",
     "CUE_SHAPES",
     "SAMPLE_PHOTOS",
+    "ConfoundedShapes",
     "SyntheticCueData",
     "SyntheticCueDataset",
+    "confounded_splits",
     "load_photo",
     "load_sample_photos",
     "make_synthetic_cue_data",
