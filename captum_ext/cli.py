@@ -30,7 +30,13 @@ def _demo(args: argparse.Namespace) -> int:
     from captum_ext.registry import get_method
 
     methods = [get_method(m).name for m in args.methods] if args.methods else None
-    result = run_demo(args.out, photos=args.photos, methods=methods, show_progress=not args.quiet)
+    result = run_demo(
+        args.out,
+        photos=args.photos,
+        methods=methods,
+        show_progress=not args.quiet,
+        expensive_photos=None if args.all_photos else 1,
+    )
     print(result.table_path.read_text())
     print(f"grid:  {result.grid_path}")
     print(f"table: {result.table_path}")
@@ -153,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="captum-ext-out", help="output folder (default: %(default)s)")
     demo.add_argument("--photos", nargs="+", help="photo names (default: all bundled photos)")
     demo.add_argument("--methods", nargs="+", help="method names (default: all CAMs)")
+    demo.add_argument(
+        "--all-photos", action="store_true",
+        help="run the one-pass-per-channel CAMs (Score-CAM, Ablation-CAM) on every photo, not just the first",
+    )
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=_demo)
 

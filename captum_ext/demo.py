@@ -50,10 +50,14 @@ def run_demo(
     methods: Sequence[str] | None = None,
     show_progress: bool = False,
     dpi: int = 110,
+    expensive_photos: int | None = 1,
 ) -> DemoResult:
     """Run the CAM methods on EfficientNet-Lite0 and the sample photos; write the grid and table.
 
-    Maps are ReLU'd, as in the papers. The explained layer is the final 7×7×1280 feature map, taken as the *input* of
+    Methods that need one forward pass per channel (Score-CAM, Ablation-CAM: 1,280 passes per
+    photo here) run on the first ``expensive_photos`` photos only (``None``: all), and their
+    other grid cells say so; their time is per photo they ran on. Maps are ReLU'd, as in the
+    papers. The explained layer is the final 7×7×1280 feature map, taken as the *input* of
     ``model._avg_pooling`` (``attribute_to_layer_input=True``): the activated features that
     are pooled straight into the classifier ``model._fc``, so CAM's assumptions hold.
     """
@@ -88,12 +92,16 @@ def run_demo(
     METHODS["LayerGradCam"].build(model, layer, head).attribute(
         batch[:1], target=target[:1], attribute_to_layer_input=True
     )
-    maps: dict[str, Tensor] = {}
+    maps: dict[str, list[Tensor | None]] = {}
     seconds: dict[str, float] = {}
     for info in tqdm(chosen, desc="demo", disable=not show_progress):
         method = info.build(model, layer, head)
-        maps[info.name], elapsed = _time_call(info, method, batch, target)
-        seconds[info.name] = elapsed / len(names)
+        count = len(names)
+        if info.expensive and expensive_photos is not None:
+            count = max(1, min(count, expensive_photos))
+        result, elapsed = _time_call(info, method, batch[:count], target[:count])
+        maps[info.name] = list(result) + [None] * (len(names) - count)
+        seconds[info.name] = elapsed / count
         logger.info("%s: %.1f ms per image", info.name, 1000 * seconds[info.name])
 
     from captum_ext.visualization import comparison_grid
@@ -107,7 +115,7 @@ def run_demo(
     row_labels = [f"{n}\nclass {int(t)} (p={float(c):.2f})" for n, t, c in zip(names, target, confidence)]
     figure = comparison_grid(
         display,
-        {name: m for name, m in maps.items()},
+        maps,
         row_labels=row_labels,
         method_titles=titles,
     )
@@ -121,9 +129,14 @@ def run_demo(
     for name, s in seconds.items():
         ratio = f"{s / reference:.2f}" if reference else "n/a"
         lines.append(f"| {name} | {1000 * s:.1f} | {ratio} |")
+    partial = [i.name for i in chosen if i.expensive and expensive_photos is not None]
     header = (
         f"EfficientNet-Lite0, {len(names)} photos at 224x224 in one batch, layer: the input of "
-        "`_avg_pooling` (7x7x1280), top-1 targets, one timed call per method after a warm-up.\n\n"
+        "`_avg_pooling` (7x7x1280), top-1 targets, one timed call per method after a warm-up."
+        + (f" {', '.join(partial)}: first {min(expensive_photos or 0, len(names))} photo(s) only "
+           "(one forward pass per channel; `--all-photos` runs them on every photo)."
+           if partial else "")
+        + "\n\n"
     )
     table_path = out / "demo_times.md"
     table_path.write_text(header + "\n".join(lines) + "\n")

@@ -30,6 +30,8 @@ class MethodInfo:
     kind: str = "layer CAM"
     attribute_kwargs: dict[str, Any] = field(default_factory=dict)
     is_captum_builtin: bool = False
+    #: one forward pass per channel: the demo runs it on a subset of the photos by default.
+    expensive: bool = False
 
     @property
     def uses_layer(self) -> bool:
@@ -112,6 +114,7 @@ METHODS: dict[str, MethodInfo] = {
             "Wang et al., CVPR-W 2020",
             "1 + K forward (K channels), chunked, hook-free",
             attribute_kwargs={"batch_size": 64},
+            expensive=True,
         ),
         MethodInfo(
             "LayerAblationCam",
@@ -119,6 +122,7 @@ METHODS: dict[str, MethodInfo] = {
             "Desai & Ramaswamy, WACV 2020",
             "1 + K forward (K channels), chunked",
             attribute_kwargs={"batch_size": 64},
+            expensive=True,
         ),
         MethodInfo(
             "LayerCFCam",
