@@ -177,7 +177,7 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "nan" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def run(args) -> tuple[str, dict[str, Any]]:
+def run(args, on_update: Callable[[str, dict[str, Any]], None] | None = None) -> tuple[str, dict[str, Any]]:
     torch.manual_seed(0)
     model = load_efficientnet_lite0().eval()
     photos = load_sample_photos()
@@ -206,7 +206,13 @@ def run(args) -> tuple[str, dict[str, Any]]:
         row["wall_seconds"] = time.perf_counter() - start
         results[entry.name] = row
         logger.info("%s done in %.1f s", entry.name, row["wall_seconds"])
-    total = time.perf_counter() - total_start
+        if on_update is not None:  # partial results survive an interrupted run
+            on_update(*_table(args, names, targets, probabilities, results,
+                              time.perf_counter() - total_start))
+    return _table(args, names, targets, probabilities, results, time.perf_counter() - total_start)
+
+
+def _table(args, names, targets, probabilities, results, total) -> tuple[str, dict[str, Any]]:
     layers = " → ".join(f"`{name}`" for name in args.sanity_layers)
     header = [
         f"EfficientNet-Lite0 (`load_efficientnet_lite0()`), {len(names)} bundled photos "
@@ -222,7 +228,7 @@ def run(args) -> tuple[str, dict[str, Any]]:
         f"Methods slower than {args.slow_seconds:g} s on the first photo use "
         f"{args.slow_photos} photo(s). torch {torch.__version__}, {torch.get_num_threads()} "
         f"threads, shared 2-core CPU machine: times compare within this table only. Total "
-        f"{total / 60:.1f} min.",
+        f"{total / 60:.1f} min for the rows below.",
         "",
         "| method | del. I-GOS ↓ | ins. I-GOS ↑ | del. RISE ↓ | ins. RISE ↑ | Avg Drop % ↓ "
         f"| Avg Increase % ↑ | sanity ρ `{args.sanity_layers[0]}` | sanity ρ cascade "
@@ -263,13 +269,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--skip", nargs="*", default=[], help="method names to leave out")
     parser.add_argument("--output", default="leaderboard")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    table, data = run(args)
-    print(table)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.output}.md").write_text(table + "\n")
-    (RESULTS / f"{args.output}.json").write_text(json.dumps(data, indent=2) + "\n")
+
+    def write(table: str, data: dict[str, Any]) -> None:
+        (RESULTS / f"{args.output}.md").write_text(table + "\n")
+        (RESULTS / f"{args.output}.json").write_text(json.dumps(data, indent=2) + "\n")
+
+    table, data = run(args, on_update=write)
+    write(table, data)
+    print(table)
 
 
 if __name__ == "__main__":
