@@ -36,7 +36,12 @@ import torch
 from captum.attr import IntegratedGradients, Saliency
 
 from captum_ext.datasets import make_synthetic_cue_data
-from captum_ext.metrics import deletion_insertion, pointing_game, pointing_game_chance, relevance_mass_accuracy
+from captum_ext.metrics import (
+    deletion_insertion,
+    pointing_game,
+    pointing_game_chance,
+    relevance_mass_accuracy,
+)
 from captum_ext.models import load_synthetic_model
 from captum_ext.registry import METHODS
 
@@ -101,7 +106,8 @@ def run(num_images: int, del_ins_images: int = 128, del_ins_steps: int = 64) -> 
         )
         scores[name] = (pointing, mass)
         rows.append(
-            f"| {name} | {pointing:.3f} | {inside:.3f} | {mass:.3f} | {deletion:.3f} | {insertion:.3f} "
+            f"| {name} | {pointing:.3f} | {inside:.3f} | {mass:.3f} | {deletion:.3f} "
+            f"| {insertion:.3f} "
             f"| {1e3 * seconds:.2f} |"
         )
     error = math.sqrt(chance_pointing * (1 - chance_pointing) / num_images)

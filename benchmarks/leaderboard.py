@@ -177,7 +177,10 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "nan" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def run(args, on_update: Callable[[str, dict[str, Any]], None] | None = None) -> tuple[str, dict[str, Any]]:
+Table = tuple[str, dict[str, Any]]
+
+
+def run(args, on_update: Callable[[str, dict[str, Any]], None] | None = None) -> Table:
     torch.manual_seed(0)
     model = load_efficientnet_lite0().eval()
     photos = load_sample_photos()
@@ -212,18 +215,23 @@ def run(args, on_update: Callable[[str, dict[str, Any]], None] | None = None) ->
     return _table(args, names, targets, probabilities, results, time.perf_counter() - total_start)
 
 
-def _table(args, names, targets, probabilities, results, total) -> tuple[str, dict[str, Any]]:
+def _table(args, names, targets, probabilities, results, total) -> Table:
     layers = " → ".join(f"`{name}`" for name in args.sanity_layers)
+    described = ", ".join(
+        f"{name} → {t} (p={float(probabilities[i, t]):.2f})"
+        for i, (name, t) in enumerate(zip(names, targets))
+    )
     header = [
         f"EfficientNet-Lite0 (`load_efficientnet_lite0()`), {len(names)} bundled photos "
-        f"({', '.join(f'{n} → {t} (p={float(probabilities[i, t]):.2f})' for i, (n, t) in enumerate(zip(names, targets)))}), "
+        f"({described}), "
         "top-1 targets, scores = softmax of the target. Layer methods: input of "
         "`model._avg_pooling` (7x7), upsampled bilinearly to 224 for the metrics.",
         "",
         f"Settings: deletion/insertion I-GOS protocol with n_steps={args.igos_steps} (28x28 grid; "
         f"protocol default 50), RISE protocol with n_steps={args.rise_steps} (default 224); "
         f"IntegratedGradients n_steps={args.ig_steps}; IGOS/iGOS++ iterations = ig_steps = "
-        f"{args.igos_iterations} (defaults 15, 20); sanity = cascading model-parameter randomisation of {layers}, "
+        f"{args.igos_iterations} (defaults 15, 20); sanity = cascading model-parameter "
+        f"randomisation of {layers}, "
         "Spearman ρ (mean over photos), after the first layer and after the whole cascade. "
         f"Methods slower than {args.slow_seconds:g} s on the first photo use "
         f"{args.slow_photos} photo(s). torch {torch.__version__}, {torch.get_num_threads()} "
