@@ -147,6 +147,8 @@ class StructuredAttentionGraph(PerturbationAttribution):
 
     def __init__(self, forward_func: Callable[..., Any]) -> None:
         PerturbationAttribution.__init__(self, forward_func)
+        #: the memoised :class:`PatchScorer` of the last search (its cache and image count).
+        self.last_scorer: Optional[PatchScorer] = None
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -189,7 +191,7 @@ class StructuredAttentionGraph(PerturbationAttribution):
         generator: Optional[torch.Generator] = None,
         show_progress: bool = False,
     ) -> SAGResult:
-        """Search the SAG of one example.
+        """Search the SAG of one example (the memoised scorer stays in ``last_scorer``).
 
         Args:
             inputs: ``(1, C, *S)`` (1 to 3 spatial dims), one example.
@@ -238,7 +240,7 @@ class StructuredAttentionGraph(PerturbationAttribution):
         baseline = _baseline(baselines, x)
         scorer = PatchScorer(self.forward_func, x, baseline, target, additional_forward_args,
                              grid_shape, upsample=upsample, output=output, batch_size=batch_size)
-        return self._run(scorer, ranking, ranking_kwargs, generator, show_progress, dict(
+        result = self._run(scorer, ranking, ranking_kwargs, generator, show_progress, dict(
             beam_width=beam_width, num_successors=num_successors, max_num_roots=max_num_roots,
             max_root_size=min(max_root_size or cells, cells), tau=tau,
             overlap_thresh=overlap_thresh, num_roots_sag=num_roots_sag,
@@ -246,6 +248,8 @@ class StructuredAttentionGraph(PerturbationAttribution):
             merge_identical=merge_identical, exact_official=exact_official,
             dedupe_beam=dedupe_beam, baselines=baselines, upsample=upsample, output=output,
             additional_forward_args=additional_forward_args))
+        self.last_scorer = scorer
+        return result
 
     def _ranking(self, scorer: PatchScorer, ranking: RankingArg, kwargs: Optional[dict[str, Any]],
                  generator: Optional[torch.Generator], options: dict[str, Any]) -> tuple[Tensor, int, int]:
