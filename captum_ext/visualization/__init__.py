@@ -9,6 +9,7 @@ upsampled to the data. All-zero maps are drawn blank with a note instead of rais
   alpha blending, colorbar, top-k% contour).
 - :func:`comparison_grid`: images x methods, with caller-supplied titles (time, metrics).
 - :func:`plot_deletion_insertion`, :func:`curve_area`: deletion/insertion curves and their AUC.
+- :func:`plot_sag`: a Structured Attention Graph (matplotlib only).
 - :func:`plot_signal_attribution`: 1D signals; :func:`plot_volume_attribution`: 3D volumes.
 - :func:`to_captum_hwc`, :func:`to_captum_image`: inputs for ``captum.attr.visualization``.
 """
@@ -17,6 +18,7 @@ from captum_ext.visualization._convert import to_captum_hwc, to_captum_image
 from captum_ext.visualization.curves import curve_area, plot_deletion_insertion
 from captum_ext.visualization.grid import comparison_grid
 from captum_ext.visualization.overlay import overlay_batch, overlay_heatmap
+from captum_ext.visualization.sag import plot_sag
 from captum_ext.visualization.signal import plot_signal_attribution
 from captum_ext.visualization.volume import plot_volume_attribution
 
@@ -26,6 +28,7 @@ __all__ = [
     "overlay_batch",
     "overlay_heatmap",
     "plot_deletion_insertion",
+    "plot_sag",
     "plot_signal_attribution",
     "plot_volume_attribution",
     "to_captum_hwc",
