@@ -38,6 +38,7 @@ from captum_ext._captum import (
     _forward_layer_eval,
     compute_layer_gradients_and_eval,
 )
+from captum_ext._graph import GraphFromFirstLayer
 from captum_ext._tensor_ops import broadcast_channel_weights
 from captum_ext._validation import (
     GuardedForward,
@@ -226,9 +227,18 @@ class LayerCamBase(LayerAttribution, GradientAttribution):
         attribute_to_layer_input: bool,
         grad_kwargs: Optional[dict[str, Any]],
     ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-        """``(gradients, activations)`` of the layer, each a tuple over the layer's outputs."""
+        """``(gradients, activations)`` of the layer, each a tuple over the layer's outputs.
+
+        Unless ``create_graph`` is asked for, autograd records only from the layer on (the
+        gradient to the layer needs nothing upstream of it): this is why the gradient CAMs run
+        below the cost of a forward pass with a full graph plus a backward pass to the layer.
+        """
+        forward: Callable[..., Any] = self._guarded_forward(target, attribute_to_layer_input)
+        create_graph = bool(grad_kwargs and grad_kwargs.get("create_graph", False))
+        if not create_graph and not isinstance(self.forward_func, nn.DataParallel):
+            forward = GraphFromFirstLayer(forward, [cast(nn.Module, self.layer)])
         gradients, activations = compute_layer_gradients_and_eval(
-            self._guarded_forward(target, attribute_to_layer_input),
+            forward,
             cast(nn.Module, self.layer),
             inputs,
             target,
