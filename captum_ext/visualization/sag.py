@@ -102,7 +102,7 @@ def plot_sag(result: Any, image: Any, ax: Optional[Axes] = None, *, max_depth: O
     ax.set_yticks([])
     ax.set_title(title if title is not None else
                  f"SAG, target {result.target}, p_full = {result.p_full:.2f}: {result.dnf}",
-                 fontsize=8)
+                 fontsize=8, color="white" if background == "black" else "black")
     height, width_px = picture.shape[:2]
     for node_id, (x, d) in positions.items():
         node = nodes[node_id]
