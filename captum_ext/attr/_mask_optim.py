@@ -346,7 +346,7 @@ class MaskOptimiser:
         iterations_run = torch.zeros(n, dtype=torch.long, device=device)
         trials = torch.zeros(n, dtype=torch.long, device=device)
         first_step = torch.full((n,), self.search.init, dtype=dtype, device=device)
-        first_decrease = torch.zeros(n, dtype=dtype, device=device)
+        gained = torch.zeros(n, dtype=dtype, device=device)  # loss decrease so far
         active = torch.arange(n, device=device)
         for it in tqdm(range(iterations), disable=not self.show_progress, desc=self.description,
                        leave=False):
@@ -381,11 +381,10 @@ class MaskOptimiser:
                 first_step[active] = torch.where(step > 0, warm.clamp(max=self.search.init),
                                                  first_step[active])
             decrease = loss0 - loss1
-            if it == 0:
-                first_decrease[active] = decrease
+            gained[active] += decrease
             stop = step == 0
             if self.early_stop_tol is not None:
-                stop |= decrease < self.early_stop_tol * first_decrease[active]
+                stop |= decrease < self.early_stop_tol * gained[active]
             active = active[~stop]
         masks = tuple(m.detach() for m in self.final_masks(variables))
         return OptimisationTrace(

@@ -55,8 +55,10 @@ class IGOS(MaskMethod):
     * when no trial passes, the mask is left unchanged (the official code still takes the last
       tiny step, which can increase the loss) and that example stops;
     * early stopping: an example stops once an accepted step lowers its loss by less than
-      ``early_stop_tol`` times its first step's decrease (``early_stop_tol=None`` runs every
-      iteration, as the official code does).
+      ``early_stop_tol`` times the decrease achieved so far (each step's decrease is measured
+      under that iteration's noise; ``early_stop_tol=None`` runs every iteration, as the
+      official code does). The deletion/insertion scores plateau after 2-3 iterations on
+      EfficientNet-Lite0 (``benchmarks/results/igos.md``).
 
     The model is used in the mode the caller left it in (call ``model.eval()`` first: dropout
     or batch-norm in training mode makes the score random and couples the examples of a
@@ -119,7 +121,7 @@ class IGOS(MaskMethod):
             line_search_batch: trial steps per batched evaluation.
             warm_start: start each line search at the last accepted step (see above).
             early_stop_tol: stop an example once a step lowers its loss by less than this
-                fraction of its first step's decrease; ``None`` runs all ``iterations``.
+                fraction of the decrease so far; ``None`` runs all ``iterations``.
             l1_schedule: ``None`` or ``"aaai"`` (adaptive L1); ``None`` keeps the profile's.
             profile: ``"igos_pp"`` or ``"aaai"``: default line search and L1 schedule.
             blur_kernel_size, blur_sigma: override the default blur baseline.

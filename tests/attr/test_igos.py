@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from captum_ext.attr import IGOS, IGOSPlusPlus
 
-FAST = dict(iterations=4, ig_steps=4, mask_size=4)
+FAST = dict(iterations=3, ig_steps=3, mask_size=4)
 
 
 class RegionModel(nn.Module):
@@ -160,9 +160,9 @@ def test_line_search_never_increases_the_objective(method_class) -> None:
 @pytest.mark.parametrize("method_class", [IGOS, IGOSPlusPlus])
 def test_batch_equals_examples_one_at_a_time(method_class) -> None:
     model = RegionModel(2).eval()
-    x = _image(2, batch=3, side=16)
+    x = _image(2, batch=3, side=10)
     target = [0, 1, 0]
-    kwargs = dict(mask_size=6, iterations=5, ig_steps=4, return_masks=True)
+    kwargs = dict(mask_size=5, iterations=4, ig_steps=3, return_masks=True)
     _, batched = method_class(model).attribute(x, target=target, generator=_gens(3), **kwargs)
     chunked = method_class(model).attribute(x, target=target, generator=_gens(3),
                                             internal_batch_size=5, **kwargs)[1]
@@ -298,3 +298,30 @@ def test_aaai_profile_runs_the_plain_line_search_and_adaptive_l1() -> None:
     path.attribute(x, target=0, mask_size=4, iterations=4, ig_steps=3, generator=_gens(1),
                    early_stop_tol=None)
     assert trace.forward_images < path.last_trace.forward_images
+
+
+def test_regularisers_by_hand() -> None:
+    from captum_ext.attr._mask_regularisers import bilateral_tv, edge_weights, l1_term, tv_term
+
+    mask = torch.tensor([[[[1.0, 0.5], [0.0, 1.0]]]])  # (1, 1, 2, 2)
+    # vertical diffs: -1, 0.5; horizontal: -0.5, 1 → TV_2 = mean(1, .25) + mean(.25, 1)
+    torch.testing.assert_close(tv_term(mask, 2.0), torch.tensor([1.25]))
+    torch.testing.assert_close(tv_term(mask, 1.0), torch.tensor([1.5]))
+    torch.testing.assert_close(l1_term(mask), torch.tensor([0.375]))
+    # 3D: one axis of size 1 is skipped, the others count.
+    cube = torch.arange(8.0).view(1, 1, 2, 4, 1)
+    torch.testing.assert_close(tv_term(cube, 2.0), torch.tensor([16.0 + 1.0]))
+    # edge weights: channel 0 differs by 0.1 vertically, channel 1 by 0.3.
+    image = torch.zeros(1, 2, 2, 1)
+    image[0, 0, 1, 0], image[0, 1, 1, 0] = 0.1, 0.3
+    symmetric = edge_weights(image, sigma=0.01)[0]
+    official = edge_weights(image, sigma=0.01, official=True)[0]
+    e = torch.exp
+    torch.testing.assert_close(symmetric, ((e(torch.tensor(-1.0)) + e(torch.tensor(-9.0))) / 2
+                                           ).view(1, 1, 1, 1))
+    torch.testing.assert_close(official, e(torch.tensor(-4.0)).view(1, 1, 1, 1))  # mean 0.2
+    # BTV = ½ (low-res TV + Σ mean w ⊙ (ΔU)²), squares throughout.
+    low = torch.tensor([[[[1.0], [0.0]]]])
+    up = torch.tensor([[[[1.0], [0.0]]]])
+    btv = bilateral_tv(low, up, [symmetric])
+    torch.testing.assert_close(btv, 0.5 * (1.0 + symmetric.view(1)))
