@@ -79,6 +79,27 @@ def _del_ins_columns(model, images, maps, labels, steps: int) -> tuple[float, fl
     return float(result.deletion.mean()), float(result.insertion.mean())
 
 
+def score_maps(
+    model, data, maps: torch.Tensor, del_ins_images: int = 128, del_ins_steps: int = 64
+) -> dict[str, float]:
+    """The columns of this table for one method's maps on ``data`` (a ``SyntheticCueData``).
+
+    Shared with ``bench_learned_propagation.py`` so that its numbers are on the same footing.
+    """
+    del_ins_images = min(del_ins_images, maps.shape[0])
+    deletion, insertion = _del_ins_columns(
+        model, data.images[:del_ins_images], maps[:del_ins_images],
+        data.labels[:del_ins_images], del_ins_steps,
+    )
+    return {
+        "pointing": pointing_game(maps, data.masks, TOLERANCE).nanmean().item(),
+        "inside": pointing_game(maps, data.masks, 0).nanmean().item(),
+        "mass": relevance_mass_accuracy(maps, data.masks).nanmean().item(),
+        "deletion": deletion,
+        "insertion": insertion,
+    }
+
+
 def run(num_images: int, del_ins_images: int = 128, del_ins_steps: int = 64) -> str:
     torch.manual_seed(0)
     model = load_synthetic_model(2)
@@ -97,17 +118,11 @@ def run(num_images: int, del_ins_images: int = 128, del_ins_steps: int = 64) -> 
             for i in range(0, num_images, CHUNK)
         ])
         seconds = (time.perf_counter() - start) / num_images
-        pointing = pointing_game(maps, data.masks, TOLERANCE).nanmean().item()
-        inside = pointing_game(maps, data.masks, 0).nanmean().item()
-        mass = relevance_mass_accuracy(maps, data.masks).nanmean().item()
-        deletion, insertion = _del_ins_columns(
-            model, data.images[:del_ins_images], maps[:del_ins_images],
-            data.labels[:del_ins_images], del_ins_steps,
-        )
-        scores[name] = (pointing, mass)
+        columns = score_maps(model, data, maps, del_ins_images, del_ins_steps)
+        scores[name] = (columns["pointing"], columns["mass"])
         rows.append(
-            f"| {name} | {pointing:.3f} | {inside:.3f} | {mass:.3f} | {deletion:.3f} "
-            f"| {insertion:.3f} "
+            f"| {name} | {columns['pointing']:.3f} | {columns['inside']:.3f} "
+            f"| {columns['mass']:.3f} | {columns['deletion']:.3f} | {columns['insertion']:.3f} "
             f"| {1e3 * seconds:.2f} |"
         )
     error = math.sqrt(chance_pointing * (1 - chance_pointing) / num_images)
