@@ -31,7 +31,8 @@ backward) and to a plain training step of the classifier (train mode, same batch
 run, on one thread of a shared 2-core CPU, niced.
 
 ``--real`` adds the EfficientNet-Lite0 part (``real_learned_propagation.py``). The synthetic part
-takes about 2 minutes on this machine; ``--real`` adds about 4 more, hence an option.
+takes about 1.5 minutes on this machine; ``--real`` adds about 5 more when the machine is not
+saturated (the previous version's did; the fit alone took 2), hence an option.
 
 Run::
 
