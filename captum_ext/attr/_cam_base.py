@@ -69,6 +69,10 @@ class LayerCamBase(LayerAttribution, GradientAttribution):
 
     The output follows Captum's ``LayerGradCam``: one raw map per layer output tensor, shaped
     ``(N, 1, *S)`` (``(N, 1)`` for a rank-2 layer), a bare tensor when the layer has one output.
+
+    Thread safety: calls on different models may run concurrently; concurrent calls on the
+    same model are not supported (the temporary hooks fire for every forward pass of the model,
+    whichever thread runs it). Use one model copy per thread.
     """
 
     #: whether the weights need the layer gradient (a backward pass).

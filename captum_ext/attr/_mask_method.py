@@ -38,7 +38,10 @@ _PROFILES = {"igos_pp": (1000.0, "path", None), "aaai": (200.0, "plain", "aaai")
 
 
 class MaskMethod(GradientAttribution):
-    """Shared plumbing: validation, baselines, frozen parameters, output formatting."""
+    """Shared plumbing: validation, baselines, frozen parameters, output formatting.
+
+    Thread safety: the parameters' ``requires_grad`` is switched off during a call, so a model
+    must not be used by another thread meanwhile (one model copy per thread)."""
 
     def __init__(self, forward_func: Callable[..., Any]) -> None:
         GradientAttribution.__init__(self, forward_func)
