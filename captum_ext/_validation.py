@@ -8,25 +8,40 @@ the rest; we refuse instead).
 
 from __future__ import annotations
 
+import contextvars
 import difflib
+import functools
+import warnings
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
+from torch.nn.modules.dropout import _DropoutNd
 
 __all__ = [
     "GuardedForward",
     "check_target_against_output",
+    "leaves_no_trace",
     "resolve_layer",
+    "training_mode_guard",
     "validate_inputs",
     "validate_layers_in_model",
+    "validate_model_dtype",
     "validate_target",
 ]
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def validate_inputs(inputs: Sequence[Tensor], *, name: str = "inputs") -> int:
+
+def validate_inputs(
+    inputs: Sequence[Tensor], *, name: str = "inputs", forward_func: Any = None
+) -> int:
     """Check a tuple of input tensors and return the batch size.
+
+    With ``forward_func``, also check that floating inputs have the model's dtype
+    (:func:`validate_model_dtype`).
 
     Raises:
         TypeError: a non-tensor, or an integer, boolean or complex tensor. Attribution needs
@@ -69,7 +84,104 @@ def validate_inputs(inputs: Sequence[Tensor], *, name: str = "inputs") -> int:
                 f"the first has {batch_size}."
             )
     assert batch_size is not None
+    if forward_func is not None:
+        validate_model_dtype(forward_func, inputs)
     return batch_size
+
+
+def validate_model_dtype(forward_func: Callable[..., Any], inputs: Sequence[Tensor]) -> None:
+    """Refuse a floating input whose dtype differs from the model's floating parameters.
+
+    A float16 input to a float32 model (or the reverse) otherwise fails deep inside the first
+    convolution. 16-bit models with 16-bit inputs are supported: the layer CAMs combine their
+    maps in float32 and return them in the input's dtype. Only checked when ``forward_func`` is
+    (or is a bound method of) an ``nn.Module`` whose floating parameters share one dtype; wrap
+    a model that casts its own inputs in a plain function to skip the check.
+    """
+    model = _owner_module(forward_func)
+    if model is None:
+        return
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if len(dtypes) != 1:
+        return
+    (model_dtype,) = dtypes
+    for index, tensor in enumerate(inputs):
+        if isinstance(tensor, Tensor) and tensor.is_floating_point() and tensor.dtype != model_dtype:
+            label = "inputs" if len(inputs) == 1 else f"inputs[{index}]"
+            raise TypeError(
+                f"{label} has dtype {tensor.dtype} but the model's parameters are {model_dtype}; "
+                f"cast the input to the model's dtype (`x.to({model_dtype})`) or the model to "
+                f"the input's (`model.to({tensor.dtype})`). float16 and bfloat16 are supported "
+                "when the model and the input agree."
+            )
+
+
+_RANDOM_OR_COUPLED = (_BatchNorm, _DropoutNd)
+#: ids of the models a guard is active on in this context (nested calls, e.g. SAG's I-GOS
+#: ranking, neither warn twice nor snapshot twice).
+_GUARDED: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+    "captum_ext_guarded", default=frozenset()
+)
+
+
+@contextmanager
+def training_mode_guard(forward_func: Callable[..., Any], method: str) -> Iterator[None]:
+    """Run an attribution on a model left in training mode without leaving a trace.
+
+    The model is used in the mode the caller left it in (as Captum does), but a train-mode
+    BatchNorm or Dropout makes the map depend on the rest of the batch or on chance, so a
+    ``UserWarning`` says so; and the running statistics that train-mode normalisation layers
+    update during the attribution's forward passes are restored afterwards.
+    """
+    model = _owner_module(forward_func)
+    if model is None or id(model) in _GUARDED.get():
+        yield
+        return
+    token = _GUARDED.set(_GUARDED.get() | {id(model)})
+    active = [
+        m for m in model.modules() if m.training and isinstance(m, _RANDOM_OR_COUPLED + (_NormBase,))
+    ]
+    kinds = sorted({
+        "BatchNorm" if isinstance(m, _BatchNorm) else "Dropout"
+        for m in active if isinstance(m, _RANDOM_OR_COUPLED)
+    })
+    if kinds:
+        effects = []
+        if "BatchNorm" in kinds:
+            effects.append("a BatchNorm layer is in training mode: the samples of a batch "
+                           "interact, so the maps are not per-sample")
+        if "Dropout" in kinds:
+            effects.append("a Dropout layer is in training mode: the maps are random")
+        warnings.warn(
+            f"{method}: " + "; ".join(effects) + ". The model is used as it is (its running "
+            "statistics are restored afterwards); call model.eval() first for deterministic, "
+            "per-sample maps.",
+            UserWarning,
+            stacklevel=5,
+        )
+    saved = [
+        (buffer, buffer.detach().clone())
+        for m in active if isinstance(m, _NormBase)
+        for buffer in m.buffers(recurse=False)
+    ]
+    try:
+        yield
+    finally:
+        _GUARDED.reset(token)
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+
+def leaves_no_trace(method: F) -> F:
+    """Decorate an ``Attribution`` method: run it under :func:`training_mode_guard`."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with training_mode_guard(self.forward_func, type(self).__name__):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _as_int(value: Any, what: str) -> int:

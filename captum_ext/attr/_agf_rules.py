@@ -63,7 +63,11 @@ def factorize(x: Tensor, grad: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
         r_neg = safe_divide((h * bg).sum(-1), bg.sum((1, 2))[:, None])
         reps = torch.stack([r_neg, r_pos], -1)  # (N, K, 2)
         gram = reps.transpose(1, 2) @ reps + torch.eye(2, dtype=x.dtype, device=x.device)
-        coeffs = torch.linalg.solve(gram, reps.transpose(1, 2) @ h).clamp(min=0)  # (N, 2, P)
+        # float32 for 16-bit layers: torch has no 16-bit LU solve on CPU.
+        solve_dtype = torch.promote_types(x.dtype, torch.float32)
+        coeffs = torch.linalg.solve(
+            gram.to(solve_dtype), (reps.transpose(1, 2) @ h).to(solve_dtype)
+        ).clamp(min=0).to(x.dtype)  # (N, 2, P)
         f = (coeffs[:, 1] - coeffs[:, 0]).reshape((x.shape[0], 1) + tuple(x.shape[2:]))
         results.append(f.expand_as(x).clamp(min=0))
     f_dx, f_x = results

@@ -42,6 +42,7 @@ from captum_ext._graph import GraphFromFirstLayer
 from captum_ext._tensor_ops import broadcast_channel_weights
 from captum_ext._validation import (
     GuardedForward,
+    leaves_no_trace,
     validate_inputs,
     validate_layers_in_model,
     validate_target,
@@ -68,6 +69,10 @@ class LayerCamBase(LayerAttribution, GradientAttribution):
 
     The output follows Captum's ``LayerGradCam``: one raw map per layer output tensor, shaped
     ``(N, 1, *S)`` (``(N, 1)`` for a rank-2 layer), a bare tensor when the layer has one output.
+
+    Thread safety: calls on different models may run concurrently; concurrent calls on the
+    same model are not supported (the temporary hooks fire for every forward pass of the model,
+    whichever thread runs it). Use one model copy per thread.
     """
 
     #: whether the weights need the layer gradient (a backward pass).
@@ -135,6 +140,7 @@ class LayerCamBase(LayerAttribution, GradientAttribution):
         raise NotImplementedError(f"{type(self).__name__} does not support attribute_future.")
 
     # ------------------------------------------------------------------ the template
+    @leaves_no_trace
     def _attribute_cam(
         self,
         inputs: Union[Tensor, tuple[Tensor, ...]],
@@ -146,7 +152,7 @@ class LayerCamBase(LayerAttribution, GradientAttribution):
         **options: Any,
     ) -> Union[Tensor, tuple[Tensor, ...]]:
         inputs_tuple = cast(tuple[Tensor, ...], _format_tensor_into_tuples(inputs))
-        batch_size = validate_inputs(inputs_tuple)
+        batch_size = validate_inputs(inputs_tuple, forward_func=self.forward_func)
         validate_target(target, batch_size)
         validate_layers_in_model(self.forward_func, [cast(nn.Module, self.layer)])
         extra_args = _format_additional_forward_args(additional_forward_args)
@@ -164,7 +170,10 @@ class LayerCamBase(LayerAttribution, GradientAttribution):
             maps = []
             for activation, stats in zip(activations, statistics):
                 activation = self._to_grid(activation)
-                maps.append(self._combine(activation, stats, target=target, **options))
+                dtype = activation.dtype
+                if dtype in _HALF:  # 16-bit: weights such as Grad-CAM++'s G³ underflow
+                    activation, stats = activation.float(), _to_float(stats)
+                maps.append(self._combine(activation, stats, target=target, **options).to(dtype))
             if relu_attributions:
                 maps = [F.relu(m) for m in maps]
         if not create_graph:
@@ -280,6 +289,18 @@ class LayerCamBase(LayerAttribution, GradientAttribution):
                 "(N, K, L), (N, K, H, W) and (N, K, D, H, W). Pass a reshape_transform."
             )
         return tensor
+
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _to_float(stats: Any) -> Any:
+    """16-bit tensors (in a tensor or nested tuple/list) to float32; anything else unchanged."""
+    if isinstance(stats, Tensor):
+        return stats.float() if stats.dtype in _HALF else stats
+    if isinstance(stats, (tuple, list)):
+        return type(stats)(_to_float(s) for s in stats)
+    return stats
 
 
 def _map_tensors(fn: Callable[[Tensor], Tensor], stats: Any) -> Any:

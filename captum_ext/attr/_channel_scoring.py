@@ -122,7 +122,7 @@ class LayerChannelScoringBase(LayerAttribution, PerturbationAttribution):
         if scoring not in SCORINGS:
             raise ValueError(f"score must be one of {SCORINGS}, got {scoring!r}.")
         inputs_tuple = cast(tuple[Tensor, ...], _format_tensor_into_tuples(inputs))
-        batch_size = validate_inputs(inputs_tuple)
+        batch_size = validate_inputs(inputs_tuple, forward_func=self.forward_func)
         validate_target(target, batch_size)
         if scoring == "softmax" and target is None:
             raise ValueError(

@@ -287,8 +287,10 @@ class MaskOptimiser:
             for e in active.tolist():
                 g = self.generators[e]
                 device = g.device if g is not None else x.device
+                # drawn in float32 at least: a 16-bit run sees the float32 run's noise.
+                draw = torch.promote_types(x.dtype, torch.float32)
                 rows.append(torch.randn((self.ig_steps,) + tuple(x.shape[1:]), generator=g,
-                                        dtype=x.dtype, device=device).to(x.device))
+                                        dtype=draw, device=device).to(x.device, x.dtype))
             noise.append(torch.stack(rows) * self.noise_std)
         return noise
 

@@ -92,7 +92,14 @@ class PropagationRuleNet(nn.Module):
         }
 
     def forward(self, activation: Tensor, gradient: Tensor, derivative: Tensor) -> Tensor:
-        """Coefficients shaped like ``activation``; the inputs are treated as constants."""
+        """Coefficients shaped like ``activation``; the inputs are treated as constants.
+
+        The rule computes in its parameters' dtype and returns the activation's dtype, so one
+        float32 rule serves float64 and 16-bit models."""
+        dtype = self.outer.weight.dtype
+        out_dtype = activation.dtype
+        activation, gradient = activation.to(dtype), gradient.to(dtype)
+        derivative = derivative.to(dtype)
         a = activation.detach()
         a = a / _per_example_rms(a)
         g = gradient.detach()
@@ -105,7 +112,8 @@ class PropagationRuleNet(nn.Module):
         w = self.element_weights
         logits = position_logit + w[0] * a + w[1] * g + w[2] * (g > 0).to(g.dtype)
         coefficients = torch.sigmoid(logits)
-        return derivative * coefficients if self.keep_support else coefficients
+        result = derivative * coefficients if self.keep_support else coefficients
+        return result.to(out_dtype)
 
 
 @contextmanager

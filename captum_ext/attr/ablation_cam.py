@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from captum_ext._captum import TargetType
 from captum_ext._tensor_ops import broadcast_channel_weights
+from captum_ext._validation import leaves_no_trace
 from captum_ext.attr._channel_scoring import Chunk, LayerChannelScoringBase
 
 __all__ = ["LayerAblationCam"]
@@ -40,6 +41,7 @@ class LayerAblationCam(LayerChannelScoringBase):
     """
 
     @log_usage(part_of_slo=False)
+    @leaves_no_trace
     def attribute(
         self,
         inputs: Union[Tensor, tuple[Tensor, ...]],

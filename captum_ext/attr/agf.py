@@ -63,7 +63,12 @@ from captum_ext._captum import (
     _is_tuple,
     _run_forward,
 )
-from captum_ext._validation import check_target_against_output, validate_inputs, validate_target
+from captum_ext._validation import (
+    check_target_against_output,
+    leaves_no_trace,
+    validate_inputs,
+    validate_target,
+)
 from captum_ext.attr._agf_rules import AGFConvStep, AGFOptions, ZBoxStep
 from captum_ext.rules import AbsoluteSum, AbsZ, Composite, IdentityRule
 
@@ -214,6 +219,7 @@ class AttributionGuidedFactorization(GradientAttribution):
         return (attribution / torch.where(top > 0, top, torch.ones_like(top))).sum(1, keepdim=True)
 
     @log_usage(part_of_slo=False)
+    @leaves_no_trace
     def attribute(
         self,
         inputs: Union[Tensor, tuple[Tensor, ...]],
@@ -223,9 +229,16 @@ class AttributionGuidedFactorization(GradientAttribution):
         """Relevance of each input element for ``target`` (one class per example or for all)."""
         is_tuple = _is_tuple(inputs)
         formatted = _format_tensor_into_tuples(inputs)
-        batch = validate_inputs(formatted)
+        batch = validate_inputs(formatted, forward_func=self.forward_func)
         if len(formatted) != 1:
             raise ValueError("AttributionGuidedFactorization explains models with a single input tensor.")
+        if formatted[0].dtype in (torch.float16, torch.bfloat16):
+            raise TypeError(
+                f"AttributionGuidedFactorization refuses {formatted[0].dtype} inputs: its relevance "
+                "rules divide by activations and sums that 16-bit floats cannot resolve (errors of "
+                "the order of the relevance itself were measured). Run it in float32: "
+                "`model.float()` and `x.float()`."
+            )
         validate_target(target, batch)
         extra = _format_additional_forward_args(additional_forward_args)
         with torch.enable_grad():

@@ -21,7 +21,12 @@ from captum_ext._captum import (
     _is_tuple,
     compute_gradients,
 )
-from captum_ext._validation import GuardedForward, validate_inputs, validate_target
+from captum_ext._validation import (
+    GuardedForward,
+    leaves_no_trace,
+    validate_inputs,
+    validate_target,
+)
 from captum_ext.attr._normgrad_ops import WindowGeometry, resolve_choice, saliency_map
 
 __all__ = ["NormGrad"]
@@ -40,6 +45,7 @@ class NormGrad(GradientAttribution):
         GradientAttribution.__init__(self, forward_func)
 
     @log_usage(part_of_slo=False)
+    @leaves_no_trace
     def attribute(
         self,
         inputs: Union[Tensor, tuple[Tensor, ...]],
@@ -55,7 +61,7 @@ class NormGrad(GradientAttribution):
         """Maps ``(N, 1, *S)`` per input tensor (``(N, 1)`` for ``(N, C)`` inputs)."""
         is_tuple = _is_tuple(inputs)
         inputs_tuple = cast(tuple[Tensor, ...], _format_tensor_into_tuples(inputs))
-        batch_size = validate_inputs(inputs_tuple)
+        batch_size = validate_inputs(inputs_tuple, forward_func=self.forward_func)
         validate_target(target, batch_size)
         choice = resolve_choice(variant, phase1, phase2, gradient_pooling)
         if choice.phase1 == "proper":

@@ -27,7 +27,12 @@ from captum_ext._captum import (
     _is_tuple,
     _run_forward,
 )
-from captum_ext._validation import GuardedForward, validate_inputs, validate_target
+from captum_ext._validation import (
+    GuardedForward,
+    leaves_no_trace,
+    validate_inputs,
+    validate_target,
+)
 from captum_ext.attr._propagation_rules import (
     SUPPORTED_ACTIVATIONS,
     PropagationRuleNet,
@@ -150,6 +155,7 @@ class LearnedPropagation(GradientAttribution):
 
     # ------------------------------------------------------------------ attribution
     @log_usage(part_of_slo=False)
+    @leaves_no_trace
     def attribute(
         self,
         inputs: Union[Tensor, tuple[Tensor, ...]],
@@ -170,7 +176,7 @@ class LearnedPropagation(GradientAttribution):
         """
         is_tuple = _is_tuple(inputs)
         inputs_tuple = cast(tuple[Tensor, ...], _format_tensor_into_tuples(inputs))
-        validate_target(target, validate_inputs(inputs_tuple))
+        validate_target(target, validate_inputs(inputs_tuple, forward_func=self.forward_func))
         create_graph = bool(grad_kwargs and grad_kwargs.get("create_graph", False))
         gradients = self._modified_gradients(
             inputs_tuple, target, _format_additional_forward_args(additional_forward_args),

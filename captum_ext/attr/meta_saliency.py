@@ -106,7 +106,7 @@ class MetaSaliency(Attribution):
         """
         model = cast(nn.Module, self.forward_func)
         inputs_tuple = cast(tuple[Tensor, ...], _format_tensor_into_tuples(inputs))
-        batch_size = validate_inputs(inputs_tuple)
+        batch_size = validate_inputs(inputs_tuple, forward_func=model)
         validate_target(target, batch_size)
         layers = getattr(self.attribution, "layer", None)
         if layers is not None:  # the inner calls run a wrapper, so check the layers here

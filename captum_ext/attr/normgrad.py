@@ -8,7 +8,6 @@ in :mod:`captum_ext.attr._normgrad_ops`; combination in
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional, Sequence, Union, cast
 
@@ -29,6 +28,7 @@ from captum_ext._captum import (
 from captum_ext._graph import GraphFromFirstLayer
 from captum_ext._validation import (
     GuardedForward,
+    leaves_no_trace,
     validate_inputs,
     validate_layers_in_model,
     validate_target,
@@ -133,6 +133,7 @@ class LayerNormGrad(LayerAttribution, GradientAttribution):
         return list(self.layer) if isinstance(self.layer, list) else [cast(nn.Module, self.layer)]
 
     @log_usage(part_of_slo=False)
+    @leaves_no_trace
     def attribute(
         self,
         inputs: Union[Tensor, tuple[Tensor, ...]],
@@ -184,8 +185,7 @@ class LayerNormGrad(LayerAttribution, GradientAttribution):
                 kernel_size=kernel_size, combine=combine, weights=weights, eps=eps,
             )
         inputs_tuple = cast(tuple[Tensor, ...], _format_tensor_into_tuples(inputs))
-        batch_size = validate_inputs(inputs_tuple)
-        _warn_if_batchnorm_trains(self.forward_func)
+        batch_size = validate_inputs(inputs_tuple, forward_func=self.forward_func)
         # Captum's input hooks set requires_grad on a hooked tensor: give them aliases, so that
         # the caller's tensors keep their flags.
         inputs_tuple = tuple(t if t.requires_grad else t.detach() for t in inputs_tuple)
@@ -324,20 +324,6 @@ class LayerNormGrad(LayerAttribution, GradientAttribution):
 
     def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not support attribute_future.")
-
-
-def _warn_if_batchnorm_trains(forward_func: Any) -> None:
-    model = forward_func if isinstance(forward_func, nn.Module) else None
-    if model is None:
-        return
-    batch_norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-    if any(isinstance(m, batch_norms) and m.training for m in model.modules()):
-        warnings.warn(
-            "a BatchNorm layer is in training mode: the samples of a batch interact (the maps "
-            "are then not per-sample) and the forward pass updates its running statistics. Call "
-            "model.eval() first.",
-            stacklevel=3,
-        )
 
 
 @contextmanager

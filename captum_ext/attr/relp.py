@@ -40,7 +40,9 @@ from captum_ext._captum import (
 )
 from captum_ext._validation import (
     check_target_against_output,
+    leaves_no_trace,
     validate_layers_in_model,
+    validate_model_dtype,
     validate_target,
 )
 from captum_ext.attr._patching import Component, as_components, capture, patch, reduce_scores, unit_masks
@@ -100,6 +102,7 @@ class RelevancePatching(GradientAttribution):
         raise NotImplementedError("RelevancePatching does not support attribute_future.")
 
     @log_usage(part_of_slo=False)
+    @leaves_no_trace
     def attribute(
         self,
         inputs: Union[Tensor, tuple[Tensor, ...]],
@@ -141,6 +144,7 @@ class RelevancePatching(GradientAttribution):
         clean = _format_tensor_into_tuples(inputs)
         patch_in = _format_tensor_into_tuples(baselines)
         batch = _check_pair(clean, patch_in)
+        validate_model_dtype(self.forward_func, clean)
         validate_target(target, batch)
         extra = _format_additional_forward_args(additional_forward_args)
         components = as_components(self.layers, attribute_to_layer_input)
@@ -256,6 +260,21 @@ def _check_pair(clean: tuple[Tensor, ...], patch_in: tuple[Tensor, ...]) -> int:
             )
         if a.dim() == 0 or a.shape[0] == 0:
             raise ValueError(f"inputs[{index}] needs a non-empty batch dimension.")
+        if a.numel() == 0:
+            raise ValueError(
+                f"inputs[{index}] has a zero-size dimension (shape {tuple(a.shape)}); there is "
+                "nothing to patch."
+            )
+        if a.dtype != b.dtype:
+            raise TypeError(
+                f"inputs[{index}] has dtype {a.dtype} but its patch input has {b.dtype}; "
+                "clean and patch inputs must have the same dtype."
+            )
+        if a.is_complex() or a.dtype == torch.bool:
+            raise TypeError(
+                f"inputs[{index}] has dtype {a.dtype}; pass real floating-point inputs, or "
+                "integer token ids for a model with an embedding."
+            )
         if a.is_floating_point() and not bool(torch.isfinite(a).all() and torch.isfinite(b).all()):
             raise ValueError(f"inputs[{index}] or its patch input contains NaN or Inf.")
     return int(clean[0].shape[0])

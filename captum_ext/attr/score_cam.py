@@ -15,6 +15,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_ext._captum import BaselineType, TargetType
+from captum_ext._validation import leaves_no_trace
 from captum_ext._tensor_ops import broadcast_channel_weights, upsample
 from captum_ext.attr._channel_scoring import (
     Chunk,
@@ -165,6 +166,7 @@ class LayerScoreCam(LayerChannelScoringBase):
         return masks
 
     # ------------------------------------------------------------------ the algorithm
+    @leaves_no_trace
     def _attribute_scores(
         self,
         inputs: Union[Tensor, tuple[Tensor, ...]],

@@ -89,11 +89,12 @@ class LayerSSCam(LayerScoreCam):
         state: Any,
         options: dict[str, Any],
     ) -> Tensor:
-        noise = torch.empty_like(masks)
+        # drawn in float32 at least: a 16-bit run sees the float32 run's noise.
+        noise = torch.empty_like(masks, dtype=torch.promote_types(masks.dtype, torch.float32))
         for row, seed in enumerate(state[channels.cpu(), repetition.cpu()].tolist()):
             item_generator = torch.Generator(device=masks.device).manual_seed(seed)
             noise[row].normal_(generator=item_generator)
-        return masks + options["stdev"] * noise
+        return masks + options["stdev"] * noise.to(masks.dtype)
 
 
 class LayerISCam(LayerScoreCam):

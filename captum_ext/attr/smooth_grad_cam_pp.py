@@ -201,7 +201,9 @@ def _noisy_copies(
     """``count`` noisy copies of ``x``, stacked copy-major: ``(count · N, ...)``."""
     shape = (count,) + tuple(x.shape)
     noise_device = generator.device if generator is not None else x.device
-    noise = torch.randn(shape, generator=generator, dtype=x.dtype, device=noise_device)
-    noisy = x.detach().unsqueeze(0) + noise.to(x.device) * sigma.unsqueeze(0)
+    # drawn in float32 at least: a 16-bit run sees the float32 run's noise.
+    draw = torch.promote_types(x.dtype, torch.float32)
+    noise = torch.randn(shape, generator=generator, dtype=draw, device=noise_device)
+    noisy = x.detach().unsqueeze(0) + noise.to(x.device, x.dtype) * sigma.unsqueeze(0)
     return noisy.reshape((count * x.shape[0],) + tuple(x.shape[1:]))
 

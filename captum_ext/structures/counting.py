@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from captum_ext._validation import training_mode_guard
 from captum_ext.metrics.distributed import evaluate_dataset
 from captum_ext.structures._patches import bits_of, patches_of
 from captum_ext.structures.sag import StructuredAttentionGraph
@@ -74,14 +75,15 @@ def count_sub_explanations(
     if not taus:
         raise ValueError("tau_sub needs at least one threshold.")
     sag = StructuredAttentionGraph(forward_func)
-    result = sag.search(inputs, target, **search_kwargs)
-    scorer = sag.last_scorer
-    assert scorer is not None
-    roots = [bits_of(e.patches) for e in result.roots]
-    per: list[list[int]] = [_sub_sets(b, max_enumerate_size, max_children) for b in roots]
-    flat = list(dict.fromkeys(s for subs in per for s in subs))
-    relative = dict(zip(flat, (p / scorer.p_full if scorer.p_full > 0 else 0.0
-                               for p in scorer.scores(flat))))
+    with training_mode_guard(forward_func, "count_sub_explanations"):
+        result = sag.search(inputs, target, **search_kwargs)
+        scorer = sag.last_scorer
+        assert scorer is not None
+        roots = [bits_of(e.patches) for e in result.roots]
+        per: list[list[int]] = [_sub_sets(b, max_enumerate_size, max_children) for b in roots]
+        flat = list(dict.fromkeys(s for subs in per for s in subs))
+        relative = dict(zip(flat, (p / scorer.p_full if scorer.p_full > 0 else 0.0
+                                   for p in scorer.scores(flat))))
     per_explanation = torch.tensor(
         [[sum(relative[s] >= t for s in subs) for t in taus] for subs in per],
         dtype=torch.float64).reshape(len(roots), len(taus))

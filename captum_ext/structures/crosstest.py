@@ -10,6 +10,7 @@ distance / embedding of :class:`CrossTestResult`.
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -17,6 +18,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from captum_ext._validation import (
+    check_target_against_output,
+    training_mode_guard,
+    validate_inputs,
+    validate_model_dtype,
+    validate_target,
+)
 from captum_ext.metrics.distributed import evaluate_dataset
 
 __all__ = ["CrossTestResult", "cross_test", "cross_test_dataset", "region_masks"]
@@ -127,6 +135,15 @@ def cross_test(
         raise ValueError("class_source='label' needs labels.")
     names = list(models)
     explain = explain or _default_explainer
+    batch = validate_inputs((inputs,))
+    if labels is not None:
+        validate_target(labels if isinstance(labels, Tensor) else list(labels), batch)
+    if inputs.dim() < 3:
+        raise ValueError(
+            f"inputs has shape {tuple(inputs.shape)}; cross-testing needs (N, C, *S) images.")
+    if preprocess is None:  # a preprocess may cast; without one, the models see the inputs
+        for model in models.values():
+            validate_model_dtype(model, (inputs,))
 
     def prep(name: str, x: Tensor) -> Tensor:
         if preprocess is None:
@@ -136,13 +153,36 @@ def cross_test(
         return preprocess[name](x) if name in preprocess else x
 
     x = inputs.detach()
+    with ExitStack() as stack:
+        for name in names:
+            stack.enter_context(training_mode_guard(models[name], f"cross_test ({name})"))
+        per_example = _cross_test(models, names, x, labels, explain, budgets, grid, baseline,
+                                  prep, metric, class_source)
+    return CrossTestResult(names, tuple(budgets), per_example, aggregate)
+
+
+def _cross_test(models: Mapping[str, Callable[..., Any]], names: list[str], x: Tensor,
+                labels: Optional[Tensor], explain: Explainer, budgets: Sequence[float],
+                grid: Optional[int], baseline: float, prep: Callable[[str, Tensor], Tensor],
+                metric: str, class_source: str) -> Tensor:
     per_source = []
     for source in names:
         with torch.no_grad():
             seen = prep(source, x)
-            classes = models[source](seen).argmax(1) if class_source == "source" else labels
+            output = models[source](seen)
+            if class_source == "source":
+                classes = output.argmax(1)
+            else:
+                assert labels is not None
+                check_target_against_output(output, labels)
+                classes = torch.as_tensor(labels, device=output.device).long()
         saliency = explain(models[source], seen, classes)
-        masks = region_masks(saliency, x.shape[2:], budgets, grid)  # (K, N, 1, *S)
+        if not isinstance(saliency, Tensor) or saliency.shape[0] != x.shape[0] or (
+                saliency.dim() != x.dim()):
+            raise ValueError(
+                f"explain returned {getattr(saliency, 'shape', type(saliency).__name__)} for "
+                f"inputs of shape {tuple(x.shape)}; it must return (N, C', *S) saliency.")
+        masks = region_masks(saliency, x.shape[2:], budgets, grid).to(x.dtype)  # (K, N, 1, *S)
         shown = x.unsqueeze(0) * masks + baseline * (1 - masks)
         per_target = []
         with torch.no_grad():
@@ -157,7 +197,7 @@ def cross_test(
                     value = (scores.argmax(2) == index.squeeze(2)).to(scores.dtype)
                 per_target.append(value.T)  # (N, K)
         per_source.append(torch.stack(per_target, 1))  # (N, B, K)
-    return CrossTestResult(names, tuple(budgets), torch.stack(per_source, 1).cpu(), aggregate)
+    return torch.stack(per_source, 1).cpu()
 
 
 def cross_test_dataset(

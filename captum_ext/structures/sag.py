@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from captum_ext._blur import igos_blur
 from captum_ext._captum import TargetType
 from captum_ext._scores import OutputKind
-from captum_ext._validation import validate_inputs
+from captum_ext._validation import leaves_no_trace, validate_inputs
 from captum_ext.structures._patches import PatchScorer, mask_of, optional_int, patches_of
 from captum_ext.structures._search import beam_search, removal_tree, select_diverse
 
@@ -162,6 +162,7 @@ class StructuredAttentionGraph(PerturbationAttribution):
         """Same as :meth:`search` (Captum entry point)."""
         return self.search(inputs, target, **kwargs)
 
+    @leaves_no_trace
     def search(
         self,
         inputs: Tensor,
@@ -217,7 +218,7 @@ class StructuredAttentionGraph(PerturbationAttribution):
             show_progress: a progress bar over search depths.
         """
         xs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
-        validate_inputs(xs)
+        validate_inputs(xs, forward_func=self.forward_func)
         if len(xs) != 1 or xs[0].shape[0] != 1:
             raise ValueError(
                 "search explains one example: pass a single tensor of shape (1, C, *S); loop over "
