@@ -387,6 +387,9 @@ class MaskOptimiser:
             stop = step == 0
             if self.early_stop_tol is not None:
                 stop |= decrease < self.early_stop_tol * gained[active]
+                # two iterations without any decrease (e.g. a saturated mask on a model
+                # with no evidence for the target): the rest would not move either
+                stop |= (gained[active] <= 0) & (it >= 1)
             active = active[~stop]
         masks = tuple(m.detach() for m in self.final_masks(variables))
         return OptimisationTrace(

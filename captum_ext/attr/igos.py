@@ -55,7 +55,9 @@ class IGOS(MaskMethod):
     * when no trial passes, the mask is left unchanged (the official code still takes the last
       tiny step, which can increase the loss) and that example stops;
     * early stopping: an example stops once an accepted step lowers its loss by less than
-      ``early_stop_tol`` times the decrease achieved so far (each step's decrease is measured
+      ``early_stop_tol`` times the decrease achieved so far, or once two iterations have
+      brought no decrease at all (a saturated mask on a model with no evidence for the
+      target, e.g. in a randomisation sanity check; each step's decrease is measured
       under that iteration's noise; ``early_stop_tol=None`` runs every iteration, as the
       official code does). The deletion/insertion scores plateau after 2-3 iterations on
       EfficientNet-Lite0 (``benchmarks/results/igos.md``).

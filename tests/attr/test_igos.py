@@ -325,3 +325,23 @@ def test_regularisers_by_hand() -> None:
     up = torch.tensor([[[[1.0], [0.0]]]])
     btv = bilateral_tv(low, up, [symmetric])
     torch.testing.assert_close(btv, 0.5 * (1.0 + symmetric.view(1)))
+
+
+@pytest.mark.parametrize("method_class", [IGOS, IGOSPlusPlus])
+def test_stops_after_two_iterations_without_progress(method_class) -> None:
+    """A model whose score does not depend on the input gives no decrease: the optimiser stops
+    after two iterations instead of running all of them (the mask stays at its start)."""
+
+    class Constant(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bias = nn.Parameter(torch.tensor([0.0, 1.0]))
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.bias.expand(x.shape[0], 2) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+    method = method_class(Constant().eval())
+    saliency = method.attribute(_image(2, batch=1), target=0, generator=_gens(1), iterations=8,
+                                ig_steps=3, mask_size=4)
+    assert method.last_trace.iterations_run.tolist() == [2]
+    assert bool(torch.isfinite(saliency).all())
