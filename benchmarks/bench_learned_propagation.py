@@ -231,8 +231,8 @@ def main() -> None:
     start = time.perf_counter()
     sections = [
         "# LearnedPropagation (benchmarks/bench_learned_propagation.py)", "",
-        "Timings on a shared 2-core CPU (other jobs running; the benchmark ran niced, on one "
-        "thread): the ratios, measured in the same run, are indicative.", "",
+        "Timings on a shared 2-core CPU (other jobs may run; the timed calls use one thread): "
+        "the ratios, measured in the same run, are indicative.", "",
         "## Synthetic cue task (ground truth)", "",
         synthetic(args.seeds, args.rounds, args.images, args.fit_images, args.epochs),
     ]

@@ -1,8 +1,9 @@
 """Real-model leaderboard (issue 7): every method on EfficientNet-Lite0 and the bundled photos.
 
 Methods: every entry of ``captum_ext.registry.METHODS`` (new entries are picked up without code
-changes), Captum's ``IntegratedGradients`` and ``Saliency``, ``IGOS`` and ``IGOSPlusPlus`` (when
-the registry does not list them), and a uniform random map. Targets: the top-1 class of each
+changes), Captum's ``IntegratedGradients`` and ``Saliency``, ``IGOS`` and ``IGOSPlusPlus`` at
+their defaults (when the registry does not list them), SS-CAM and IS-CAM (listed, run only with
+``--include``: 35 and 10 forward passes per channel), and a uniform random map. Targets: the top-1 class of each
 photo. Layer methods explain the *input* of ``model._avg_pooling`` (the 7x7x1280 map that is
 pooled into ``model._fc``; ``attribute_to_layer_input=True``, ``relu_attributions=True`` for
 CAMs); their maps are upsampled to 224x224 (bilinear, ``captum_ext._tensor_ops.upsample``) for the
@@ -12,8 +13,8 @@ Columns (``captum_ext.metrics``, softmax probability of the target):
 
 * deletion (lower is better) and insertion (higher is better), I-GOS protocol (28x28 ordering
   grid, blur baselines) and RISE protocol (pixel order, 0 / RISE-blur baselines), with
-  ``--igos-steps`` and ``--rise-steps`` steps (coarser than the protocols' 50 and 224 to fit the
-  CPU budget; the areas are then coarser Riemann/trapezoid sums of the same curves);
+  ``--igos-steps`` (default 50, the protocol's) and ``--rise-steps`` steps (default 112, half
+  the protocol's 224 to fit the CPU budget: a coarser trapezoid sum of the same curve);
 * Average Drop (lower is better) and Average Increase (higher is better), min-max masks, baseline 0;
 * sanity: model-parameter randomisation, cascading, Spearman ρ between the maps of the trained
   model and of the model with ``--sanity-layers`` re-initialised top-down (default ``_fc`` then
@@ -29,7 +30,7 @@ Methods whose first photo takes longer than ``--slow-seconds`` are scored on the
 
 Run::
 
-    PYTHONPATH=. python benchmarks/leaderboard.py [--photos 4] [--skip IGOSPlusPlus]
+    PYTHONPATH=. python benchmarks/leaderboard.py [--photos 6] [--skip IGOSPlusPlus] [--include LayerSSCam]
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class Entry:
     name: str
     explain: Explain
     note: str = ""
+    #: left out unless named by ``--include``, with this reason in the table
+    skip_reason: str = ""
 
 
 def _with_generator(method: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +103,7 @@ def _registry_entry(name: str) -> Entry:
     return Entry(label, explain, "layer map at `_avg_pooling` input" if info.uses_layer else "")
 
 
-def _entries(ig_steps: int, igos_iterations: int) -> list[Entry]:
+def _entries(ig_steps: int, igos_iterations: int | None) -> list[Entry]:
     entries = [_registry_entry(name) for name in METHODS]
     listed = set(METHODS)
     entries.append(Entry(
@@ -113,15 +116,35 @@ def _entries(ig_steps: int, igos_iterations: int) -> list[Entry]:
     entries.append(Entry(
         "Saliency (Captum)", lambda m, x, t: Saliency(m).attribute(x, target=t).detach()
     ))
+    reduced = {} if igos_iterations is None else {
+        "iterations": igos_iterations, "ig_steps": igos_iterations}
     for cls in (attr.IGOS, attr.IGOSPlusPlus):
         if cls.__name__ not in listed:
             entries.append(Entry(
                 cls.__name__,
                 lambda m, x, t, c=cls: c(m).attribute(
-                    x, target=t, iterations=igos_iterations, ig_steps=igos_iterations
+                    x, target=t, generator=torch.Generator().manual_seed(0), **reduced
                 ).detach(),
-                f"iterations=ig_steps={igos_iterations}, other defaults",
+                f"iterations=ig_steps={igos_iterations}, other defaults" if reduced
+                else "the method's defaults, seeded generator",
             ))
+    # Score-CAM's noisy variants: n passes per channel of the 1280-channel pooled layer.
+    for cls, count_kwarg, count in ((attr.LayerSSCam, "n_samples", 35),
+                                    (attr.LayerISCam, "n_steps", 10)):
+        entries.append(Entry(
+            cls.__name__,
+            lambda m, x, t, c=cls: c(m, m._avg_pooling).attribute(
+                x, target=t, attribute_to_layer_input=True, relu_attributions=True,
+                batch_size=64, **({"generator": torch.Generator().manual_seed(0)}
+                                  if c is attr.LayerSSCam else {})
+            ).detach(),
+            "layer map at `_avg_pooling` input",
+            skip_reason=(
+                f"not run by default: {count} x 1280 = {count * 1280:,} forward passes per "
+                f"photo at this layer ({count_kwarg}={count}), about {count}x Score-CAM's "
+                f"cost; `--include {cls.__name__}` runs it"
+            ),
+        ))
     generator = torch.Generator().manual_seed(0)
     entries.append(Entry(
         "random", lambda m, x, t: torch.rand((x.shape[0], 1) + x.shape[2:], generator=generator),
@@ -191,11 +214,22 @@ def run(args, on_update: Callable[[str, dict[str, Any]], None] | None = None) ->
     targets = probabilities.argmax(1).tolist()
     total_start = time.perf_counter()
     results: dict[str, Any] = {}
+    previous_total = 0.0
+    if args.update:  # keep the rows of an earlier run, replace the ones run now
+        earlier = json.loads((RESULTS / f"{args.output}.json").read_text())
+        results = earlier["methods"]
+        previous_total = earlier["meta"]["total_seconds"]
     skipped = {name.lower() for name in args.skip}
+    only = {name.lower() for name in args.only}
     for entry in _entries(args.ig_steps, args.igos_iterations):
         base = entry.name.split(" ")[0].lower()
+        if only and base not in only:
+            continue
         if base in skipped:
             results[entry.name] = {"skipped": True, "note": "skipped (--skip)"}
+            continue
+        if entry.skip_reason and base not in {name.lower() for name in args.include}:
+            results[entry.name] = {"skipped": True, "note": entry.skip_reason}
             continue
         logger.info("scoring %s", entry.name)
         start = time.perf_counter()
@@ -211,8 +245,9 @@ def run(args, on_update: Callable[[str, dict[str, Any]], None] | None = None) ->
         logger.info("%s done in %.1f s", entry.name, row["wall_seconds"])
         if on_update is not None:  # partial results survive an interrupted run
             on_update(*_table(args, names, targets, probabilities, results,
-                              time.perf_counter() - total_start))
-    return _table(args, names, targets, probabilities, results, time.perf_counter() - total_start)
+                              previous_total + time.perf_counter() - total_start))
+    return _table(args, names, targets, probabilities, results,
+                  previous_total + time.perf_counter() - total_start)
 
 
 def _table(args, names, targets, probabilities, results, total) -> Table:
@@ -229,8 +264,10 @@ def _table(args, names, targets, probabilities, results, total) -> Table:
         "",
         f"Settings: deletion/insertion I-GOS protocol with n_steps={args.igos_steps} (28x28 grid; "
         f"protocol default 50), RISE protocol with n_steps={args.rise_steps} (default 224); "
-        f"IntegratedGradients n_steps={args.ig_steps}; IGOS/iGOS++ iterations = ig_steps = "
-        f"{args.igos_iterations} (defaults 15, 20); sanity = cascading model-parameter "
+        f"IntegratedGradients n_steps={args.ig_steps}; IGOS/iGOS++ "
+        + ("at their defaults" if args.igos_iterations is None else
+           f"iterations = ig_steps = {args.igos_iterations} (defaults 15, 20)")
+        + "; sanity = cascading model-parameter "
         f"randomisation of {layers}, "
         "Spearman ρ (mean over photos), after the first layer and after the whole cascade. "
         f"Methods slower than {args.slow_seconds:g} s on the first photo use "
@@ -249,12 +286,16 @@ def _table(args, names, targets, probabilities, results, total) -> Table:
             note = row.get("note") or f"n/a: {row['error']}".replace("|", "/")
             rows.append(f"| {name} |" + " – |" * 10 + f" {note} |")
             continue
+        note = row["note"]
+        if math.isnan(row["sanity_first"]) or math.isnan(row["sanity_cascade"]):
+            note = (note + "; " if note else "") + (
+                "sanity nan: the randomised model's map is constant, so ρ is undefined")
         rows.append(
             f"| {name} | {_fmt(row['deletion_igos'])} | {_fmt(row['insertion_igos'])} "
             f"| {_fmt(row['deletion_rise'])} | {_fmt(row['insertion_rise'])} "
             f"| {_fmt(row['average_drop'], 1)} | {_fmt(row['average_increase'], 1)} "
             f"| {_fmt(row['sanity_first'], 2)} | {_fmt(row['sanity_cascade'], 2)} "
-            f"| {_fmt(row['seconds_per_image'], 2)} | {row['photos']} | {row['note']} |"
+            f"| {_fmt(row['seconds_per_image'], 2)} | {row['photos']} | {note} |"
         )
     meta = {
         "photos": names, "targets": targets, "total_seconds": total,
@@ -266,16 +307,22 @@ def _table(args, names, targets, probabilities, results, total) -> Table:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=int, default=4, help="first N bundled photos")
-    parser.add_argument("--igos-steps", type=int, default=16)
-    parser.add_argument("--rise-steps", type=int, default=16)
-    parser.add_argument("--ig-steps", type=int, default=16)
-    parser.add_argument("--igos-iterations", type=int, default=5)
+    parser.add_argument("--photos", type=int, default=6, help="first N bundled photos")
+    parser.add_argument("--igos-steps", type=int, default=50)
+    parser.add_argument("--rise-steps", type=int, default=112)
+    parser.add_argument("--ig-steps", type=int, default=50)
+    parser.add_argument("--igos-iterations", type=int, default=None,
+                        help="I-GOS/iGOS++ iterations and ig_steps (default: their defaults)")
     parser.add_argument("--sanity-layers", nargs="+", default=["_fc", "_conv_head"])
     parser.add_argument("--slow-seconds", type=float, default=20.0)
     parser.add_argument("--slow-photos", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--skip", nargs="*", default=[], help="method names to leave out")
+    parser.add_argument("--include", nargs="*", default=[],
+                        help="expensive methods left out by default to run as well")
+    parser.add_argument("--only", nargs="*", default=[], help="run only these methods")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other rows of the existing --output table")
     parser.add_argument("--output", default="leaderboard")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     args = parser.parse_args()
