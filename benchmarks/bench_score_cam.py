@@ -11,12 +11,13 @@ are ratios measured in the same run:
 * how time grows with the number of channels ``K``: ``_blocks[15]`` (320 channels) for every
   library, and our method on the first 160 / 640 channels of ``_bn1`` (a ``reshape_transform``
   that slices channels);
-* peak memory: each run happens in a fresh subprocess; we report its peak resident set
-  (``ru_maxrss``) above the peak after loading the model and one warm-up forward pass of ``b``
-  images, i.e. what the method adds on top of one chunk's forward pass.
+* peak memory: one more run of each configuration in a fresh subprocess; we report its peak
+  resident set (``ru_maxrss``) above the peak after loading the model and one warm-up forward
+  pass of ``b`` images, i.e. what the method adds on top of one chunk's forward pass.
 
-Runs are round-robin over the configurations (median over rounds), so that load from other
-processes hits every library alike. Eigen-CAM against pytorch-grad-cam's ``EigenCAM`` (full
+Times are taken in one process, round-robin over the configurations with the starting one
+rotated each round (median over rounds), so that load from other processes hits every library
+alike. Eigen-CAM against pytorch-grad-cam's ``EigenCAM`` (full
 SVD) is timed in-process, batch 8.
 
 Run (the anchors live in their own venv)::
@@ -65,6 +66,8 @@ def _runner(config: dict[str, Any], model, x) -> Callable[[], object]:
         channels = config.get("channels")
         transform = (lambda a: a[:, :channels]) if channels else None
         method = LayerScoreCam(model, layer, reshape_transform=transform)
+        if config.get("input_format"):  # no channels-last chunks: the effect of that layout
+            method.channels_last_chunks = False
         image = x
         if config.get("channels_last"):
             image = x.contiguous(memory_format=torch.channels_last)
@@ -139,6 +142,28 @@ def _spawn(config: dict[str, Any], threads: int) -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _timings(
+    configs: dict[str, dict[str, Any]], batch_size: int, rounds: int
+) -> dict[str, dict[str, float]]:
+    """Median time of each configuration, in this process, round-robin."""
+    model, x = _model_and_image()
+    runners = {
+        name: _runner(dict(config, batch_size=batch_size), model, x)
+        for name, config in configs.items()
+    }
+    with torch.no_grad():  # warm-up
+        model(torch.randn((batch_size,) + tuple(x.shape[1:])))
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    names = list(runners)
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            runners[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"time": statistics.median(values)} for name, values in times.items()}
+
+
 def _eigen_cam_rows(rounds: int) -> list[str]:
     from captum_ext.attr import LayerEigenCam
 
@@ -190,6 +215,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--eigen-rounds", type=int, default=5, help="0 skips Eigen-CAM")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="skip the per-run peak-memory subprocesses")
     parser.add_argument(
         "--only", default="",
         help="comma-separated substrings: run only the configurations whose name contains one",
@@ -204,7 +231,7 @@ def main() -> None:
     b = args.batch_size
     configs = {
         "ours": dict(library="ours", layer="_bn1"),
-        "ours, channels_last input": dict(library="ours", layer="_bn1", channels_last=True),
+        "ours, input-format chunks": dict(library="ours", layer="_bn1", input_format=True),
         "torchcam": dict(library="torchcam", layer="_bn1"),
         "pytorch-grad-cam": dict(library="pytorch-grad-cam", layer="_bn1"),
         "limit": dict(library="limit", layer="_bn1"),
@@ -219,20 +246,18 @@ def main() -> None:
         keys = args.only.split(",")
         configs = {name: c for name, c in configs.items() if any(k in name for k in keys)}
     load_before = os.getloadavg()[0]
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
+    median = _timings(configs, b, args.rounds)
     failures: dict[str, str] = {}
-    for _ in range(args.rounds):
+    if args.memory:
         for name, config in configs.items():
-            if name in failures:
+            if config["library"] == "limit" or name not in median:
                 continue
             try:
-                results[name].append(_spawn(dict(config, batch_size=b), args.threads))
+                median[name]["extra_mb"] = _spawn(dict(config, batch_size=b), args.threads)[
+                    "extra_mb"
+                ]
             except RuntimeError as error:
                 failures[name] = str(error).splitlines()[-1]
-    median = {
-        name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-        for name, runs in results.items() if runs
-    }
 
     def ratio(a: str, b_: str) -> str:
         if a not in median or b_ not in median:
@@ -244,9 +269,10 @@ def main() -> None:
         f"masked inputs per forward pass in every library; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, a 2-core CPU shared with other jobs (load average "
         f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end). "
-        f"Median of {args.rounds} round-robin rounds, each run in a fresh process. "
-        "`limit` = the forward passes alone. Extra peak = peak RSS above the peak after one "
-        f"warm-up forward pass of {b} images.",
+        f"Times: in one process after a warm-up, median of {args.rounds} round-robin rounds "
+        "(the starting configuration rotates each round). `limit` = the forward passes alone. "
+        "Extra peak: one more run of each configuration in a fresh process, its peak RSS above "
+        f"the peak after loading the model and one warm-up forward pass of {b} images.",
         "",
         "| run | channels | time (s) | / torchcam | / pytorch-grad-cam | / limit "
         "| extra peak (MB) |",
@@ -254,7 +280,7 @@ def main() -> None:
     ]
     rows = [
         ("ours", "1280", "torchcam", "pytorch-grad-cam", "limit"),
-        ("ours, channels_last input", "1280", "torchcam", "pytorch-grad-cam", "limit"),
+        ("ours, input-format chunks", "1280", "torchcam", "pytorch-grad-cam", "limit"),
         ("torchcam", "1280", "torchcam", "pytorch-grad-cam", "limit"),
         ("pytorch-grad-cam", "1280", "torchcam", "pytorch-grad-cam", "limit"),
         ("limit", "1280", "torchcam", "pytorch-grad-cam", "limit"),
@@ -270,14 +296,25 @@ def main() -> None:
     ]
     for name, channels, tc, pgc, limit in rows:
         if name not in median:
-            lines.append(f"| {name} | {channels} | failed: {failures.get(name, '?')} | | | | |")
             continue
         m = median[name]
+        memory = f"{m['extra_mb']:.0f}" if "extra_mb" in m else failures.get(name, "")
         lines.append(
             f"| {name} | {channels} | {m['time']:.2f} | {ratio(name, tc) if tc else ''} | "
             f"{ratio(name, pgc) if pgc else ''} | {ratio(name, limit) if limit else ''} | "
-            f"{m['extra_mb']:.0f} |"
+            f"{memory} |"
         )
+    anchors = [n for n in ("torchcam", "pytorch-grad-cam") if n in median]
+    if "ours" in median and anchors:
+        faster = min(anchors, key=lambda n: median[n]["time"])
+        verdict = {
+            variant: median[variant]["time"] / median[faster]["time"]
+            for variant in ("ours", "ours, input-format chunks") if variant in median
+        }
+        lines += ["", f"Target <= 0.5x the faster anchor ({faster}): " + "; ".join(
+            f"{variant} {value:.2f}x ({'met' if value <= 0.5 else 'not met'})"
+            for variant, value in verdict.items()
+        ) + "."]
     if "ours K=160" in median and "ours" in median:
         per_channel = {
             k: median[n]["time"] / k for k, n in ((160, "ours K=160"), (640, "ours K=640"),

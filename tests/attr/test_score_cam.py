@@ -344,3 +344,36 @@ def test_layer_and_input_ranks_must_allow_masks():
     with pytest.raises(ValueError, match="no input tensor has spatial"):
         LayerScoreCam(flat, model.features[-1]).attribute(torch.randn(2, 75), target=0)
     assert hook_count(flat) == 0 and hook_count(mlp) == 0
+
+
+def test_channels_last_chunks_match_and_fall_back_for_view_models() -> None:
+    """CPU chunks run channels-last by default: the same map as the input's own format, and a
+    model that cannot take channels-last inputs (it calls ``.view``) falls back after the first
+    chunk instead of failing."""
+    torch.manual_seed(0)
+
+    class ViewsInput(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.act = nn.ReLU()
+            self.fc = nn.Linear(4 * 6 * 6, 3)
+
+        def forward(self, x):
+            x = x.view(x.shape[0], -1).view(x.shape[0], 3, 6, 6)  # fails if channels-last
+            return self.fc(self.act(self.conv(x)).reshape(x.shape[0], -1))
+
+    for model in (ViewsInput().eval(),):
+        x = torch.randn(2, 3, 6, 6)
+        fast = LayerScoreCam(model, model.act)
+        plain = LayerScoreCam(model, model.act)
+        plain.channels_last_chunks = False
+        torch.testing.assert_close(fast.attribute(x, target=1, batch_size=3),
+                                   plain.attribute(x, target=1, batch_size=3))
+    conv = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(5, 3)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    plain = LayerScoreCam(conv, conv[1])
+    plain.channels_last_chunks = False
+    torch.testing.assert_close(LayerScoreCam(conv, conv[1]).attribute(x, target=0, batch_size=4),
+                               plain.attribute(x, target=0, batch_size=4))
