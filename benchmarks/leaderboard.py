@@ -103,7 +103,8 @@ def _registry_entry(name: str) -> Entry:
     return Entry(label, explain, "layer map at `_avg_pooling` input" if info.uses_layer else "")
 
 
-def _entries(ig_steps: int, igos_iterations: int | None) -> list[Entry]:
+def _entries(ig_steps: int, igos_iterations: int | None,
+             variant_samples: int | None = None) -> list[Entry]:
     entries = [_registry_entry(name) for name in METHODS]
     listed = set(METHODS)
     entries.append(Entry(
@@ -133,12 +134,14 @@ def _entries(ig_steps: int, igos_iterations: int | None) -> list[Entry]:
                                     (attr.LayerISCam, "n_steps", 10)):
         entries.append(Entry(
             cls.__name__,
-            lambda m, x, t, c=cls: c(m, m._avg_pooling).attribute(
+            lambda m, x, t, c=cls, k=count_kwarg: c(m, m._avg_pooling).attribute(
                 x, target=t, attribute_to_layer_input=True, relu_attributions=True,
                 batch_size=64, **({"generator": torch.Generator().manual_seed(0)}
-                                  if c is attr.LayerSSCam else {})
+                                  if c is attr.LayerSSCam else {}),
+                **({k: variant_samples} if variant_samples else {})
             ).detach(),
-            "layer map at `_avg_pooling` input",
+            "layer map at `_avg_pooling` input" + (
+                f"; {count_kwarg}={variant_samples} (default {count})" if variant_samples else ""),
             skip_reason=(
                 f"not run by default: {count} x 1280 = {count * 1280:,} forward passes per "
                 f"photo at this layer ({count_kwarg}={count}), about {count}x Score-CAM's "
@@ -221,7 +224,7 @@ def run(args, on_update: Callable[[str, dict[str, Any]], None] | None = None) ->
         previous_total = earlier["meta"]["total_seconds"]
     skipped = {name.lower() for name in args.skip}
     only = {name.lower() for name in args.only}
-    for entry in _entries(args.ig_steps, args.igos_iterations):
+    for entry in _entries(args.ig_steps, args.igos_iterations, args.variant_samples):
         base = entry.name.split(" ")[0].lower()
         if only and base not in only:
             continue
@@ -321,6 +324,8 @@ def main() -> None:
     parser.add_argument("--include", nargs="*", default=[],
                         help="expensive methods left out by default to run as well")
     parser.add_argument("--only", nargs="*", default=[], help="run only these methods")
+    parser.add_argument("--variant-samples", type=int, default=None,
+                        help="n_samples of SS-CAM and n_steps of IS-CAM (default: theirs)")
     parser.add_argument("--update", action="store_true",
                         help="keep the other rows of the existing --output table")
     parser.add_argument("--output", default="leaderboard")
