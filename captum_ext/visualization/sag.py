@@ -18,13 +18,15 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from captum_ext.visualization._convert import to_captum_hwc
+from captum_ext.visualization._convert import image_to_hwc
 
 __all__ = ["plot_sag"]
 
 
 def _image_hwc(image: Any) -> np.ndarray:
-    array = to_captum_hwc(image) if isinstance(image, Tensor) else np.asarray(image, dtype=float)
+    # image_to_hwc keeps the colour channels (to_captum_hwc is for maps: it sums them)
+    array = image_to_hwc(image, rescale=True) if isinstance(image, Tensor) else np.asarray(
+        image, dtype=float)
     array = np.asarray(array, dtype=float)
     if array.ndim == 2:
         array = array[..., None]

@@ -42,6 +42,17 @@ def test_three_roots_two_levels_render_and_png():
     assert buffer.getvalue()[:4] == b"\x89PNG"
 
 
+def test_tensor_images_keep_their_colours():
+    """A (C, H, W) tensor is drawn in colour (it was once summed over channels into grey)."""
+    result = three_group_result()
+    image = torch.zeros(3, 28, 28)
+    image[0] = 1.0  # pure red, with a ramp in green so that min-max scaling keeps red at 1
+    image[1] = torch.linspace(0, 0.2, 28)
+    pixels = render(plot_sag(result, image, max_depth=0))[..., :3]
+    reddish = (pixels[..., 0] > 0.7) & (pixels[..., 1] < 0.4) & (pixels[..., 2] < 0.3)
+    assert reddish.sum() > 200  # roots only (max_depth=0): no red outlines, so this is the image
+
+
 def test_existing_axes_depth_cap_and_errors():
     result = three_group_result()
     fig, axes = new_axes(1, (6, 3))
