@@ -72,18 +72,18 @@ print(f"I-GOS: {int(trace.iterations_run[0])} iterations, {int(trace.line_search
       f"{seconds['I-GOS']:.1f} s")"""),
     ("md", """## iGOS++, with a reduced budget
 
-iGOS++ is the expensive one: each iteration integrates four paths (deletion and insertion, of the joint mask and of each mask alone), so a line-search trial costs `4 × ig_steps` images. Its defaults are the same as I-GOS's (**15 iterations, 20 integrated-gradient steps**); at those settings it takes minutes per image on a 2-core CPU. To keep this tutorial well under 90 seconds we run **5 iterations with 10 integrated-gradient steps**. `benchmarks/bench_igos.py` runs both methods at their full defaults on six photos, with timings against the official code; its output goes to `benchmarks/results/igos.md`."""),
+iGOS++ is the expensive one: each iteration integrates four paths (deletion and insertion, of the joint mask and of each mask alone), so a line-search trial costs `4 × ig_steps` images. Its defaults are the same as I-GOS's (**15 iterations, 20 integrated-gradient steps**); at those settings it takes minutes per image on a 2-core CPU. To keep this tutorial under 90 seconds we run **5 iterations with 5 integrated-gradient steps**. `benchmarks/bench_igos.py` runs both methods at their full defaults on six photos, with timings against the official code; its output goes to `benchmarks/results/igos.md`."""),
     ("code", """igos_pp = IGOSPlusPlus(model)
 start = time.perf_counter()
 igos_pp_saliency, igos_pp_mask = igos_pp.attribute(
-    x, target=target, iterations=5, ig_steps=10,          # defaults: 15 and 20
+    x, target=target, iterations=5, ig_steps=5,          # defaults: 15 and 20
     generator=torch.Generator().manual_seed(0), return_masks=True)
 seconds["iGOS++"] = time.perf_counter() - start
 trace_pp = igos_pp.last_trace
 images["iGOS++"] = f"{trace_pp.forward_images} forward + {trace_pp.backward_images} backward"
 print(f"iGOS++: {int(trace_pp.iterations_run[0])} iterations, {trace_pp.forward_images} images forward "
       f"({trace_pp.backward_images} backward), {seconds['iGOS++']:.1f} s")"""),
-    ("md", """iGOS++ returns the product of its two masks. Both are in `last_trace.variables` (deletion masks first, then insertion masks). Here they are as saliencies `1 - M` at the optimised 28×28 resolution, next to the I-GOS mask, on one 0-to-1 scale. I-GOS stopped early, after 2 iterations, so its mask has moved only a little away from 1 (by about 0.1 at most); for the metric below only the ranking of its cells matters. iGOS++'s masks moved much further."""),
+    ("md", """iGOS++ returns the product of its two masks. Both are in `last_trace.variables` (deletion masks first, then insertion masks). Here they are as saliencies `1 - M` at the optimised 28×28 resolution, next to the I-GOS mask, on one 0-to-1 scale. I-GOS stopped early, after 2 iterations, so its mask has moved only a little away from 1 (by about 0.1 at most); for the metric below only the ranking of its cells matters. iGOS++'s masks moved further (to about 0.45)."""),
     ("code", """deletion_mask, insertion_mask = trace_pp.variables
 panels = {
     "I-GOS  1 - M": 1 - igos_mask,
@@ -134,8 +134,8 @@ figure.savefig("mask_optimisation_curves.png", dpi=60)
 figure"""),
     ("md", """## What to take away
 
-* The optimised masks are finer than the 7×7 Grad-CAM (28×28) and they are not one blob: they pick a few separate regions (the stripes of the forehead, the eyes, the nose), where Grad-CAM covers the middle of the face. Their insertion curves rise later but higher: once those regions are in, the model is more confident than on the whole photo.
-* They are built for this metric: I-GOS optimises the deletion game, iGOS++ both games at once, and their insertion-minus-deletion is higher than Grad-CAM's, although not by much on this photo. They are also hundreds of times more expensive: Grad-CAM costs one forward and one backward pass, I-GOS about two hundred images through the model, iGOS++ (even at the reduced budget used here) close to a thousand.
+* The optimised masks are finer than the 7×7 Grad-CAM (28×28) and they are not one blob: they pick a few separate regions (the stripes of the forehead, the eyes, the nose), where Grad-CAM covers the middle of the face. Their insertion curves end higher than Grad-CAM's: with those regions revealed on the blurred image, the model is more confident than on the whole photo.
+* They are built for this metric: I-GOS optimises the deletion game, iGOS++ both games at once, and their insertion-minus-deletion is higher than Grad-CAM's; on this photo the gain is all in insertion, their deletion areas are level with Grad-CAM's. They are also hundreds of times more expensive: Grad-CAM costs one forward and one backward pass, I-GOS about two hundred images through the model, iGOS++ (even at the reduced budget used here) several hundred.
 * A metric that a method optimises directly is a weak argument for that method. Tutorial 04 compares methods on a task with a known ground truth as well.
 
 For the full-default figures on six photos, and the speed against the official code, run `PYTHONPATH=. python benchmarks/bench_igos.py`."""),

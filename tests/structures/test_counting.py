@@ -33,6 +33,26 @@ def test_additive_model_has_three_pair_sub_explanations_multiplicative_none():
     assert low.counts.tolist() == [6.0]  # pairs and singletons (σ(−2)/σ(6) ≈ 0.12)
 
 
+def test_counting_builds_no_removal_graph_unless_asked(monkeypatch):
+    """The removal tree can grow as 3^depth; counting only needs the MSEs (max_depth=0)."""
+    from captum_ext.structures.sag import StructuredAttentionGraph
+
+    seen = []
+    search = StructuredAttentionGraph.search
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("max_depth"))
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(StructuredAttentionGraph, "search", spy)
+    default = count_sub_explanations(additive_model(), ones_image(), 1, tau_sub=(0.5, 0.9), **SEARCH)
+    deep = count_sub_explanations(additive_model(), ones_image(), 1, tau_sub=(0.5, 0.9), max_depth=None,
+                                  **SEARCH)
+    assert seen == [0, None]
+    assert default.counts.tolist() == deep.counts.tolist() == [3.0, 0.0]
+    assert default.forward_images <= deep.forward_images
+
+
 def test_or_model_distinct_normalise_and_lattice_fallback():
     result = count_sub_explanations(or_model(), ones_image(), 1, tau_sub=0.5, **SEARCH)
     assert sorted(result.explanations) == [(3,), (10,)] and result.counts.tolist() == [0.0]
