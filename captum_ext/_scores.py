@@ -9,15 +9,19 @@ through the model (with and without a backward pass) so that costs can be report
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from captum_ext._captum import TargetType, _format_additional_forward_args
+from captum_ext._tensor_ops import cpu_channels_last
 from captum_ext._validation import _target_rows, check_target_against_output, validate_target
 
 __all__ = ["OutputKind", "ExampleScorer", "transform_output"]
+
+logger = logging.getLogger(__name__)
 
 OutputKind = Union[str, Callable[[Tensor], Tensor]]
 _KINDS = ("softmax", "logit", "sigmoid")
@@ -62,6 +66,10 @@ class ExampleScorer:
         additional_forward_args: as in Captum; tensors whose first dimension is the batch size
             are indexed with the example of each perturbed image, others are passed unchanged.
         output: see :func:`transform_output`.
+        channels_last: pass CPU images and volumes to the model in channels-last memory format
+            (:func:`~captum_ext._tensor_ops.cpu_channels_last`: the same values, 1.4-3x faster
+            convolutions). A model that fails on such inputs (e.g. it calls ``.view`` on them)
+            is retried in the images' own format, which is then used for every later pass.
 
     Attributes:
         forward_images: images pushed through the model so far (all passes).
@@ -77,8 +85,10 @@ class ExampleScorer:
         target: TargetType,
         additional_forward_args: Any,
         output: OutputKind = "softmax",
+        channels_last: bool = True,
     ) -> None:
         check_output_kind(output)
+        self.channels_last = channels_last
         self.forward_func = forward_func
         self.batch_size = int(inputs[0].shape[0])
         validate_target(target, self.batch_size)
@@ -116,7 +126,18 @@ class ExampleScorer:
                 else a
                 for a in args
             )
-        output = self.forward_func(*images, *(args or ()))
+        formatted = cpu_channels_last(images) if self.channels_last else images
+        if formatted is not images:
+            try:
+                return self._checked(self.forward_func(*formatted, *(args or ())))
+            except RuntimeError as error:
+                logger.debug("channels-last inputs failed (%s); using the inputs' own memory "
+                             "format from now on", error)
+                self.channels_last = False
+        return self._checked(self.forward_func(*images, *(args or ())))
+
+    @staticmethod
+    def _checked(output: Any) -> Tensor:
         if not isinstance(output, Tensor):
             raise TypeError(
                 f"the model returned {type(output).__name__}; a tensor of shape (N,) or (N, C, ...) "
