@@ -31,6 +31,7 @@ and coffee only). The full run takes about 10-15 minutes on 2 idle cores.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -139,9 +140,12 @@ def main() -> None:
     gens = lambda: _generators(8)  # noqa: E731  fresh, identically seeded streams per run
 
     lines = ["# I-GOS and iGOS++ on EfficientNet-Lite0", ""]
-    lines.append("Timings on a shared 2-core CPU (other jobs running); the replayed official cost "
-                 "is measured in the same run. Protocol: I-GOS deletion/insertion, 28x28, blur "
-                 "baseline, softmax probability, correct last step.")
+    load_start = os.getloadavg()[0]
+    lines.append("Timings on a 2-core virtual CPU (load average {load}; the host's steal time "
+                 "varies, so the replayed official cost is measured around each run). The model "
+                 "runs channels-last inside the methods (CPU). Protocol: I-GOS "
+                 "deletion/insertion, 28x28, blur baseline, softmax probability, correct last "
+                 "step.")
     lines.append("")
     quality: dict[str, torch.Tensor] = {}
     speed_rows = []
@@ -215,7 +219,8 @@ def main() -> None:
             work = [1000 * r["seconds"] / (r["forward"] + r["backward"]) for r in (rows[1], rows[8])]
             lines.append(f"- {name}: batch 8 costs {rows[8]['seconds'] / rows[1]['seconds']:.2f}x "
                          f"batch 1 per image ({work[1] / work[0]:.2f}x per model image).")
-    text = "\n".join(lines) + "\n"
+    load = f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    text = "\n".join(lines).replace("{load}", load) + "\n"
     print(text)
     if not args.dry_run:
         RESULTS.mkdir(exist_ok=True)

@@ -83,7 +83,7 @@ trace_pp = igos_pp.last_trace
 images["iGOS++"] = f"{trace_pp.forward_images} forward + {trace_pp.backward_images} backward"
 print(f"iGOS++: {int(trace_pp.iterations_run[0])} iterations, {trace_pp.forward_images} images forward "
       f"({trace_pp.backward_images} backward), {seconds['iGOS++']:.1f} s")"""),
-    ("md", """iGOS++ returns the product of its two masks. Both are in `last_trace.variables` (deletion masks first, then insertion masks). Here they are as saliencies `1 - M` at the optimised 28×28 resolution, next to the I-GOS mask, on one 0-to-1 scale. I-GOS stopped early, after 2 iterations, so its mask has moved only a little away from 1 (by about 0.1 at most); for the metric below only the ranking of its cells matters. iGOS++'s masks moved further (to about 0.45)."""),
+    ("md", """iGOS++ returns the product of its two masks. Both are in `last_trace.variables` (deletion masks first, then insertion masks). Here they are as saliencies `1 - M` at the optimised 28×28 resolution, next to the I-GOS mask, on one 0-to-1 scale. I-GOS stops early when a step barely lowers its loss, so its mask may move only a little away from 1 (the ranges printed below say how far each mask moved); for the metric below only the ranking of its cells matters."""),
     ("code", """deletion_mask, insertion_mask = trace_pp.variables
 panels = {
     "I-GOS  1 - M": 1 - igos_mask,
@@ -97,6 +97,8 @@ for axis, (name, mask) in zip(figure.subplots(1, 4), panels.items()):
     axis.set_title(name, fontsize=10)
     axis.axis("off")
 figure.colorbar(shown, ax=figure.axes, fraction=0.02)
+for name, mask in panels.items():
+    print(f"{name:28s} from {float(mask.min()):.2f} to {float(mask.max()):.2f}")
 figure"""),
     ("md", """## The three explanations over the photo
 
@@ -134,8 +136,8 @@ figure.savefig("mask_optimisation_curves.png", dpi=60)
 figure"""),
     ("md", """## What to take away
 
-* The optimised masks are finer than the 7×7 Grad-CAM (28×28) and they are not one blob: they pick a few separate regions (the stripes of the forehead, the eyes, the nose), where Grad-CAM covers the middle of the face. Their insertion curves end higher than Grad-CAM's: with those regions revealed on the blurred image, the model is more confident than on the whole photo.
-* They are built for this metric: I-GOS optimises the deletion game, iGOS++ both games at once, and their insertion-minus-deletion is higher than Grad-CAM's; on this photo the gain is all in insertion, their deletion areas are level with Grad-CAM's. They are also hundreds of times more expensive: Grad-CAM costs one forward and one backward pass, I-GOS about two hundred images through the model, iGOS++ (even at the reduced budget used here) several hundred.
+* The optimised masks are finer than the 7×7 Grad-CAM (28×28) and they are not one blob: they pick a few separate regions (the stripes of the forehead, the eyes, the nose), where Grad-CAM covers the middle of the face.
+* They are built for this metric: I-GOS optimises the deletion game, iGOS++ both games at once, and their insertion-minus-deletion in the table is higher than Grad-CAM's; whether the gain comes from deletion or from insertion varies from photo to photo (and with the path noise). They are also hundreds of times more expensive: Grad-CAM costs one forward and one backward pass, I-GOS about two hundred images through the model, iGOS++ (even at the reduced budget used here) several hundred.
 * A metric that a method optimises directly is a weak argument for that method. Tutorial 04 compares methods on a task with a known ground truth as well.
 
 For the full-default figures on six photos, and the speed against the official code, run `PYTHONPATH=. python benchmarks/bench_igos.py`."""),

@@ -49,10 +49,10 @@ with torch.no_grad():
 print("target class", target)"""),
     ("md", """## The search, at the paper's defaults
 
-The defaults reproduce the official code's beam search: 7×7 grid, beam width 3, 15 successors per state, a stop once more than 10 MSEs are found (the depth in progress is finished, so there can be a few more), τ = 0.9 relative to `p_full`, at most 1 shared patch between the roots drawn, 3 roots, and a 40 % threshold for expanding a node. We pass the black baseline explicitly, because the input is normalised (the default baseline is zeros). `generator` seeds the path noise of the coarse I-GOS ranking."""),
+The defaults reproduce the official code's beam search: 7×7 grid, beam width 3, 15 successors per state, a stop once more than 10 MSEs are found (the depth in progress is finished, so there can be a few more), τ = 0.9 relative to `p_full`, at most 1 shared patch between the roots drawn, 3 roots, and a 40 % threshold for expanding a node. We pass the black baseline explicitly, because the input is normalised (the default baseline is zeros). `generator` seeds the path noise of the coarse I-GOS ranking, which orders the successors: the search, and its cost, depend on it."""),
     ("code", """sag = StructuredAttentionGraph(model)
 start = time.perf_counter()
-result = sag.search(x, target=target, baselines=black, generator=torch.Generator().manual_seed(0))
+result = sag.search(x, target=target, baselines=black, generator=torch.Generator().manual_seed(1))
 search_seconds = time.perf_counter() - start
 print(f"p_full = {result.p_full:.3f}, threshold = {result.threshold:.3f}")
 print(f"{len(result.roots)} minimal sufficient explanations found, {len(result.explanations)} drawn as roots")
@@ -60,7 +60,7 @@ print(f"images through the model: {result.forward_images} (search and graph) + "
       f"{result.ranking_forward_images} for the I-GOS ranking ({result.ranking_backward_images} with a backward pass)")
 print(f"distinct patch sets scored: {result.states_scored} of {result.score_requests} requests; {search_seconds:.1f} s")
 print("DNF of the roots:", result.dnf)"""),
-    ("md", """The official code pushes each patch set through the model one at a time, about 14,700 images for this photo (`benchmarks/results/sag.md`); the memoised, batched search needs well under a thousand.
+    ("md", """The official code pushes each patch set through the model one at a time, about 14,700 images for this photo; the memoised, batched search needs 889 with this seed. Over ranking seeds 0-4, `benchmarks/results/sag.md` finds this same search (889 images, 11 MSEs) for four seeds, and for seed 0 a longer one (2,807 images, 15 MSEs); each ends with 1 root after overlap pruning, as the official run does.
 
 ## Every minimal sufficient explanation
 

@@ -3,12 +3,16 @@ greedy 1-minimisation, diversity selection and the one-patch-removal tree (spec 
 
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from captum_ext.structures._patches import PatchScorer, patches_of
 
 __all__ = ["beam_search", "minimise", "select_diverse", "removal_tree", "TreeNode"]
+
+logger = logging.getLogger(__name__)
 
 
 def minimise(scorer: PatchScorer, bits: int, threshold: float) -> int:
@@ -126,6 +130,7 @@ def removal_tree(
     max_children: int,
     max_depth: Optional[int],
     merge_identical: bool,
+    max_nodes: Optional[int] = None,
 ) -> list[TreeNode]:
     """Breadth-first one-patch-removal expansion; the children of a level are scored together.
 
@@ -133,6 +138,12 @@ def removal_tree(
     ``node_prob_thresh``, it has more than one patch and is above ``max_depth``; its children
     remove one of its first ``max_children`` patches (raster order). ``drop`` on an edge is
     parent % − child %, with % = ⌊100·p/p_full⌋.
+
+    ``max_nodes`` bounds the graph: a tree grows up to ``max_children`` times per level while
+    the confidence stays above the threshold, so a confident root of ``n`` patches can have
+    ``max_children^n`` descendants, each one forward pass. When the next level would pass the
+    bound, only its first children (breadth-first order) are scored, expansion stops there and
+    a ``UserWarning`` says so.
     """
     p_full = scorer.p_full
     nodes: list[TreeNode] = []
@@ -156,6 +167,15 @@ def removal_tree(
                     or (max_depth is not None and node.depth >= max_depth)):
                 continue
             pending.extend((node_id, p, node.bits & ~(1 << p)) for p in ids[:max_children])
+        truncated = max_nodes is not None and len(nodes) + len(pending) > max_nodes
+        if truncated:
+            assert max_nodes is not None
+            message = (f"the SAG's removal graph reached max_nodes={max_nodes} at depth "
+                       f"{nodes[pending[0][0]].depth + 1}; deeper nodes were not expanded. "
+                       "Raise max_nodes, or set max_depth or a higher node_prob_thresh.")
+            logger.warning(message)
+            warnings.warn(message, UserWarning, stacklevel=3)
+            pending = pending[:max(0, max_nodes - len(nodes))]
         scores = scorer.scores([bits for _, _, bits in pending])
         frontier = []
         for (parent_id, removed, bits), p in zip(pending, scores):
@@ -168,4 +188,6 @@ def removal_tree(
                 by_bits.setdefault(bits, child_id)
                 frontier.append(child_id)
             parent.children.append((child_id, removed, float(percent(parent.p) - percent(p))))
+        if truncated:
+            break
     return nodes

@@ -180,6 +180,7 @@ class StructuredAttentionGraph(PerturbationAttribution):
         node_prob_thresh: float = 40.0,
         max_children: int = 3,
         max_depth: Optional[int] = None,
+        max_nodes: Optional[int] = 10_000,
         merge_identical: bool = False,
         baselines: BaselineSpec = None,
         upsample: str = "bilinear_align_corners",
@@ -203,6 +204,9 @@ class StructuredAttentionGraph(PerturbationAttribution):
             overlap_thresh, num_roots_sag: diversity selection (§4).
             node_prob_thresh, max_children, max_depth, merge_identical: the graph (§5); a tree
                 unless ``merge_identical``; ``max_depth=None`` expands down to single patches.
+            max_nodes: a bound on the graph's nodes (each is one forward pass); a tree of a
+                confident root can grow ``max_children``-fold per level. Reaching it stops the
+                expansion with a ``UserWarning``. ``None``: no bound (the official code).
             baselines: ``None`` (zeros: black for unnormalised images; pass ``-mean/std`` for
                 normalised ones), a number, a tensor, or ``"blur"`` (the I-GOS blur).
             upsample: ``"bilinear_align_corners"`` (the code's tents) or ``"nearest"``.
@@ -232,6 +236,7 @@ class StructuredAttentionGraph(PerturbationAttribution):
             optional_int(value, name)
         optional_int(max_root_size, "max_root_size")
         optional_int(max_depth, "max_depth", 0)
+        optional_int(max_nodes, "max_nodes")
         if num_successors < beam_width:
             raise ValueError(f"num_successors ({num_successors}) must be >= beam_width ({beam_width}).")
         if not 0.0 < tau:
@@ -246,7 +251,7 @@ class StructuredAttentionGraph(PerturbationAttribution):
             max_root_size=min(max_root_size or cells, cells), tau=tau,
             overlap_thresh=overlap_thresh, num_roots_sag=num_roots_sag,
             node_prob_thresh=node_prob_thresh, max_children=max_children, max_depth=max_depth,
-            merge_identical=merge_identical, exact_official=exact_official,
+            max_nodes=max_nodes, merge_identical=merge_identical, exact_official=exact_official,
             dedupe_beam=dedupe_beam, baselines=baselines, upsample=upsample, output=output,
             additional_forward_args=additional_forward_args))
         self.last_scorer = scorer
@@ -302,7 +307,8 @@ class StructuredAttentionGraph(PerturbationAttribution):
         chosen = chosen[:options["num_roots_sag"]]
         tree = removal_tree(scorer, chosen, node_prob_thresh=options["node_prob_thresh"],
                             max_children=options["max_children"], max_depth=options["max_depth"],
-                            merge_identical=options["merge_identical"])
+                            merge_identical=options["merge_identical"],
+                            max_nodes=options["max_nodes"])
         p_full = scorer.p_full
 
         def relative(p: float) -> float:

@@ -169,3 +169,34 @@ def test_patch_means_helper():
     x = torch.zeros(1, 1, 28, 28)
     x[..., 0:4, 12:16] = 1.0  # patch 3
     assert patch_means(x, [3, 10], 7).tolist() == [[1.0, 0.0]]
+
+
+def _full_tree_size(patches: int, max_children: int = 3) -> int:
+    """Nodes of an always-confident one-patch-removal tree from a root of ``patches`` patches."""
+    if patches <= 1:
+        return 1
+    return 1 + min(max_children, patches) * _full_tree_size(patches - 1, max_children)
+
+
+def test_removal_tree_is_bounded_by_max_nodes_with_a_warning():
+    """A model that stays confident whatever is removed grows the tree 3-fold per level: 283
+    nodes from a 6-patch root (1 + 3 + 9 + 27 + 81 + 162); ``max_nodes`` stops it exactly there,
+    breadth-first, and says so."""
+    from captum_ext.structures._search import removal_tree
+    from tests.structures._toys import PatchRule
+
+    model = PatchRule([0], lambda m: torch.ones_like(m[:, 0]))  # p = sigmoid(4) everywhere
+    x = ones_image()
+    scorer = PatchScorer(model, x, torch.zeros_like(x), 1, None, (7, 7), upsample="nearest")
+    root = bits_of((3, 10, 17, 24, 31, 38))
+    options = dict(node_prob_thresh=40.0, max_children=3, max_depth=None, merge_identical=False)
+    full = removal_tree(scorer, [root], **options)
+    assert len(full) == _full_tree_size(6) == 283
+    with pytest.warns(UserWarning, match="max_nodes=100 at depth 4"):
+        capped = removal_tree(scorer, [root], max_nodes=100, **options)
+    assert len(capped) == 100
+    assert [n.bits for n in capped] == [n.bits for n in full[:100]]  # breadth-first prefix
+    assert all(child < 100 for n in capped for child, _, _ in n.children)
+    assert max(n.depth for n in capped) == 4  # 1 + 3 + 9 + 27 = 40 nodes, then 60 of depth 4
+    with pytest.raises(ValueError, match="max_nodes"):
+        StructuredAttentionGraph(model).search(x, target=1, max_nodes=0, **FAST)
