@@ -267,7 +267,7 @@ def main() -> None:
     lines = [
         f"EfficientNet-Lite0, one 224x224 photo (class {TARGET}), Score-CAM with batch_size {b} "
         f"masked inputs per forward pass in every library; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, a 2-core CPU shared with other jobs (load average "
+        f"{torch.get_num_threads()} threads, a 2-core virtual CPU (load average "
         f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end). "
         f"Times: in one process after a warm-up, median of {args.rounds} round-robin rounds "
         "(the starting configuration rotates each round). `limit` = the forward passes alone. "
