@@ -67,7 +67,7 @@ def test_build_scripts_match_the_notebooks():
 
     sys.path.insert(0, str(TUTORIAL_DIR))
     try:
-        for script in sorted(TUTORIAL_DIR.glob("build_0[2-5]_*.py")):
+        for script in sorted(TUTORIAL_DIR.glob("build_0[2-6]_*.py")):
             spec = importlib.util.spec_from_file_location(script.stem, script)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)

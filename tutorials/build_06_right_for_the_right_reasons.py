@@ -1,14 +1,12 @@
-"""Build ``06_right_for_the_right_reasons.ipynb`` (without outputs) with nbformat.
+"""Build ``06_right_for_the_right_reasons.ipynb`` with nbformat (see ``_build.py``).
 
-Run from the repository root: ``python tutorials/build_06_right_for_the_right_reasons.py``.
+Run from the repository root: ``python tutorials/build_06_right_for_the_right_reasons.py``
+(``--execute`` also runs it and stores the outputs).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from _build import main
 
 CELLS = [
     ("md", """# Right for the right reasons: training a model through its explanations
@@ -152,21 +150,6 @@ for name, values in seconds.items():
 ]
 
 
-def build() -> nbformat.NotebookNode:
-    notebook = new_notebook()
-    notebook.metadata["kernelspec"] = {
-        "display_name": "Python 3",
-        "language": "python",
-        "name": "python3",
-    }
-    for number, (kind, source) in enumerate(CELLS):
-        cell = new_markdown_cell(source) if kind == "md" else new_code_cell(source)
-        cell["id"] = f"rrr-{number:02d}"  # stable ids: rebuilding gives the same file
-        notebook.cells.append(cell)
-    return notebook
-
 
 if __name__ == "__main__":
-    path = Path(__file__).parent / "06_right_for_the_right_reasons.ipynb"
-    nbformat.write(build(), path)
-    print(f"wrote {path}")
+    main(CELLS, "06_right_for_the_right_reasons.ipynb", "rrr")

@@ -5,10 +5,11 @@ Start it with ``torchrun`` (any backend; ``gloo`` on CPU)::
     torchrun --standalone --nproc_per_node=2 my_eval.py
 
     # my_eval.py
+    logger = logging.getLogger("my_eval")
     with distributed_session("gloo"):
         results = evaluate_dataset(loader, metric_fn, show_progress=True)
     if results is not None:  # rank 0
-        print({name: values.nanmean() for name, values in results.items()})
+        logger.info("means: %s", {name: values.nanmean() for name, values in results.items()})
 
 How it shards: rank 0 lists the loader's batches (the index lists its batch sampler yields, so
 any sampler and ``drop_last`` setting is honoured) and broadcasts them; rank ``r`` evaluates
