@@ -31,6 +31,7 @@ from captum_ext._captum import (
     _format_tensor_into_tuples,
     _forward_layer_eval,
 )
+from captum_ext._fused_inference import validated_fused_copy
 from captum_ext._tensor_ops import cpu_channels_last
 from captum_ext._validation import (
     GuardedForward,
@@ -106,6 +107,14 @@ class LayerChannelScoringBase(LayerAttribution, PerturbationAttribution):
     #: (faster convolutions on CPU; values unchanged). A model whose forward fails on such
     #: inputs falls back to the input's format after the first chunk; set False to never try.
     channels_last_chunks: bool = True
+
+    #: Run the hook-free perturbed passes (Score-CAM, SS-CAM, IS-CAM) through a ``torch.fx``
+    #: copy of the model in which each convolution absorbs the zero padding before it and the
+    #: eval-mode batch norm and ReLU/ReLU6/Hardtanh after it (one oneDNN kernel on CPU; see
+    #: :mod:`captum_ext._fused_inference`). The copy is checked against the model's output on
+    #: the clean inputs first; a model that cannot be traced, has forward hooks, or disagrees
+    #: runs as it is. The model itself is never changed. Set False to always run the model.
+    fused_inference_chunks: bool = True
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -188,11 +197,24 @@ class LayerChannelScoringBase(LayerAttribution, PerturbationAttribution):
         batch_size: int,
         scoring: str,
         show_progress: bool,
+        fused: bool = False,
     ) -> Tensor:
         """Scores ``(item_count,)`` of the target for the perturbed passes, built by
-        ``build_chunk(start, stop)`` and run ``batch_size`` rows at a time under no_grad."""
+        ``build_chunk(start, stop)`` and run ``batch_size`` rows at a time under no_grad.
+
+        ``fused``: the chunks carry no context (no hook), so they may run through the fused
+        inference copy of the model (when :attr:`fused_inference_chunks` is set)."""
         scores = clean.output.new_empty((item_count,))
         reformat = self.channels_last_chunks
+        forward = self.forward_func
+        if fused and self.fused_inference_chunks and item_count > 0:
+            clean_inputs = cpu_channels_last(clean.inputs) if reformat else clean.inputs
+            copy = validated_fused_copy(
+                self.forward_func, clean_inputs, clean.additional_forward_args, clean.output
+            )
+            if copy is not None:
+                logger.debug("%s: perturbed passes run through the fused copy", self.get_name())
+                forward = copy
         with torch.no_grad(), tqdm(
             total=item_count, disable=not show_progress, desc=self.get_name(), leave=False
         ) as bar:
@@ -203,7 +225,7 @@ class LayerChannelScoringBase(LayerAttribution, PerturbationAttribution):
                 inputs = cpu_channels_last(chunk.inputs) if reformat else chunk.inputs
                 try:
                     with chunk.context if chunk.context is not None else nullcontext():
-                        output = self.forward_func(*inputs, *(extra or ()))
+                        output = forward(*inputs, *(extra or ()))
                 except RuntimeError:
                     if not reformat or start > 0 or inputs is chunk.inputs:
                         raise
@@ -213,7 +235,7 @@ class LayerChannelScoringBase(LayerAttribution, PerturbationAttribution):
                                  "format", self.get_name())
                     reformat = False
                     with chunk.context if chunk.context is not None else nullcontext():
-                        output = self.forward_func(*chunk.inputs, *(extra or ()))
+                        output = forward(*chunk.inputs, *(extra or ()))
                 rows = chunk.example_index.to(clean.target_index.device)
                 scores[start:stop] = target_scores(output, clean.target_index[rows], scoring)
                 bar.update(stop - start)
