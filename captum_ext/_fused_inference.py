@@ -29,9 +29,13 @@ uses the model itself) when:
 * ``torch.fx`` cannot trace it (data-dependent control flow, for instance);
 * tracing changed an attribute of one of its modules, or the contents of a list, dict or set
   attribute (a ``forward`` that stores or records something on ``self``): they are put back
-  as they were. Side effects of ``forward`` elsewhere (a global list, say) are not undone;
-  set ``fused_inference_chunks = False`` on the method for such a model;
+  as they were;
 * there is nothing to fuse, or the copy's output on the clean inputs differs from the model's.
+
+Tracing runs ``forward`` once on ``torch.fx`` proxies instead of tensors. Its side effects on
+module attributes are undone (above); side effects elsewhere (appending to a global or
+closure list, say) happen once more, with proxies. For a model whose ``forward`` does that,
+set ``fused_inference_chunks = False`` on the method.
 
 Everything that touches ``torch.fx`` and the private oneDNN operator is in this module.
 """
@@ -48,7 +52,14 @@ from torch import Tensor, fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.padding import _ConstantPadNd
 
-__all__ = ["AGREEMENT_TOLERANCE", "FusedConvolution", "fused_copy", "validated_fused_copy"]
+__all__ = [
+    "AGREEMENT_TOLERANCE",
+    "FusedConvolution",
+    "calls_module",
+    "fused_copy",
+    "may_survive_fusion",
+    "validated_fused_copy",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -506,6 +517,30 @@ def _agrees(candidate: Any, reference: Tensor) -> bool:
     scale = float(reference.abs().max())
     error = float((candidate.to(reference.dtype) - reference).abs().max())
     return error <= AGREEMENT_TOLERANCE * max(scale, 1e-12)
+
+
+def may_survive_fusion(module: nn.Module) -> bool:
+    """False if a fused copy certainly does not call ``module`` itself: ``torch.fx`` traces
+    through it (it is not a ``torch.nn`` leaf), or it is of a kind that fusion may absorb
+    (convolution, batch norm, ReLU, Hardtanh, constant padding). Lets a caller that needs
+    ``module`` skip tracing the model at all."""
+    leaf = type(module).__module__.startswith("torch.nn") and not isinstance(
+        module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+    )
+    absorbable = (nn.Conv1d, nn.Conv2d, nn.Conv3d, _BatchNorm, nn.ReLU, nn.Hardtanh,
+                  _ConstantPadNd)
+    return leaf and not isinstance(module, absorbable)
+
+
+def calls_module(copy: nn.Module, module: nn.Module) -> bool:
+    """True if ``copy`` (a :func:`fused_copy`) calls ``module`` itself, so that hooks on it
+    run during the copy's passes."""
+    if not isinstance(copy, fx.GraphModule):
+        return False
+    return any(
+        node.op == "call_module" and copy.get_submodule(str(node.target)) is module
+        for node in copy.graph.nodes
+    )
 
 
 def validated_fused_copy(

@@ -9,7 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captum_ext._fused_inference import FusedConvolution, fused_copy, validated_fused_copy
+from captum_ext._fused_inference import (
+    FusedConvolution,
+    fused_copy,
+    may_survive_fusion,
+    validated_fused_copy,
+)
 from captum_ext.attr import LayerAblationCam, LayerScoreCam
 from tests._helpers import hook_count
 
@@ -249,14 +254,32 @@ def test_ss_cam_and_is_cam_use_the_copy_too(caplog) -> None:
         torch.testing.assert_close(maps, run(plain), rtol=1e-4, atol=1e-6)
 
 
-def test_ablation_cam_never_uses_the_copy(caplog) -> None:
-    """Ablation-CAM patches the layer with a hook during its passes; the copy may not have
-    that layer, so it must run the model itself."""
+def test_ablation_cam_uses_the_copy_only_when_it_calls_the_hooked_layer(caplog) -> None:
+    """Ablation-CAM replaces the layer's tensor with a hook during its passes, so the copy is
+    used only if it calls that layer itself: not for a batch norm that the copy folds away,
+    yes for a pooling layer that it leaves alone. The maps are the model's either way."""
     model = _randomise_statistics(NormNet(2).eval())
+    pooled = nn.Sequential(model.features, nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                           nn.Linear(32, 4)).eval()
     x = _input(2, batch=2)
-    with caplog.at_level(logging.DEBUG, logger="captum_ext.attr._channel_scoring"):
-        LayerAblationCam(model, model.features[4]).attribute(x, target=0, batch_size=4)
-    assert "fused copy" not in caplog.text
+    for net, layer, expected in ((model, model.features[4], False), (pooled, pooled[1], True)):
+        fast, plain = LayerAblationCam(net, layer), LayerAblationCam(net, layer)
+        plain.fused_inference_chunks = False
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="captum_ext.attr._channel_scoring"):
+            maps = fast.attribute(x, target=[0, 3], batch_size=4)
+        assert ("through the fused copy" in caplog.text) == expected
+        torch.testing.assert_close(maps, plain.attribute(x, target=[0, 3], batch_size=4),
+                                   rtol=1e-4, atol=1e-6)
+        assert hook_count(net) == 0
+
+
+def test_which_modules_a_copy_may_still_call() -> None:
+    for module in (nn.AdaptiveAvgPool2d(1), nn.Linear(2, 2), nn.Dropout(), nn.SiLU()):
+        assert may_survive_fusion(module), module
+    for module in (nn.ReLU(), nn.ReLU6(), nn.Conv2d(1, 1, 1), nn.BatchNorm3d(2),
+                   nn.ZeroPad2d(1), nn.Sequential(nn.Identity()), NormNet(1)):
+        assert not may_survive_fusion(module), type(module).__name__
 
 
 def test_efficientnet_copy_matches_and_gives_the_same_score_cam() -> None:

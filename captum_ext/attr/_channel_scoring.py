@@ -31,7 +31,11 @@ from captum_ext._captum import (
     _format_tensor_into_tuples,
     _forward_layer_eval,
 )
-from captum_ext._fused_inference import validated_fused_copy
+from captum_ext._fused_inference import (
+    calls_module,
+    may_survive_fusion,
+    validated_fused_copy,
+)
 from captum_ext._tensor_ops import cpu_channels_last
 from captum_ext._validation import (
     GuardedForward,
@@ -108,12 +112,15 @@ class LayerChannelScoringBase(LayerAttribution, PerturbationAttribution):
     #: inputs falls back to the input's format after the first chunk; set False to never try.
     channels_last_chunks: bool = True
 
-    #: Run the hook-free perturbed passes (Score-CAM, SS-CAM, IS-CAM) through a ``torch.fx``
-    #: copy of the model in which each convolution absorbs the zero padding before it and the
-    #: eval-mode batch norm and ReLU/ReLU6/Hardtanh after it (one oneDNN kernel on CPU; see
+    #: Run the perturbed passes through a ``torch.fx`` copy of the model in which each
+    #: convolution absorbs the zero padding before it and the eval-mode batch norm and
+    #: ReLU/ReLU6/Hardtanh after it (one oneDNN kernel on CPU; see
     #: :mod:`captum_ext._fused_inference`). The copy is checked against the model's output on
-    #: the clean inputs first; a model that cannot be traced, has forward hooks, or disagrees
-    #: runs as it is. The model itself is never changed. Set False to always run the model.
+    #: the clean inputs first; a model that cannot be traced, has hooks on modules the copy
+    #: fuses, or disagrees runs as it is, and so does Ablation-CAM when the copy does not call
+    #: its layer (which it hooks) as it is. The model itself is never changed. Set False to
+    #: always run the model, e.g. for a model whose ``forward`` has side effects outside its
+    #: modules' attributes (the copy is made by tracing ``forward`` once on proxies).
     fused_inference_chunks: bool = True
 
     @property
@@ -198,20 +205,26 @@ class LayerChannelScoringBase(LayerAttribution, PerturbationAttribution):
         scoring: str,
         show_progress: bool,
         fused: bool = False,
+        hooked_module: Optional[nn.Module] = None,
     ) -> Tensor:
         """Scores ``(item_count,)`` of the target for the perturbed passes, built by
         ``build_chunk(start, stop)`` and run ``batch_size`` rows at a time under no_grad.
 
-        ``fused``: the chunks carry no context (no hook), so they may run through the fused
-        inference copy of the model (when :attr:`fused_inference_chunks` is set)."""
+        ``fused``: the passes may run through the fused inference copy of the model (when
+        :attr:`fused_inference_chunks` is set). ``hooked_module``: the module that the chunks'
+        contexts hook; the copy is then used only if it calls that module itself."""
         scores = clean.output.new_empty((item_count,))
         reformat = self.channels_last_chunks
         forward = self.forward_func
+        if hooked_module is not None and not may_survive_fusion(hooked_module):
+            fused = False  # the copy could not call it: do not even trace the model
         if fused and self.fused_inference_chunks and item_count > 0:
             clean_inputs = cpu_channels_last(clean.inputs) if reformat else clean.inputs
             copy = validated_fused_copy(
                 self.forward_func, clean_inputs, clean.additional_forward_args, clean.output
             )
+            if copy is not None and hooked_module is not None:
+                copy = copy if calls_module(copy, hooked_module) else None
             if copy is not None:
                 logger.debug("%s: perturbed passes run through the fused copy", self.get_name())
                 forward = copy

@@ -30,7 +30,10 @@ class LayerAblationCam(LayerChannelScoringBase):
     that is registered for one chunk of ``batch_size`` rows and removed in ``finally``; the
     layers before it are recomputed, as in the paper and in Captum's ``LayerFeatureAblation``
     with one group per channel (which gives ``y^c − y^c_{(k)}``). Channels that are already all
-    zero cannot change the score and get weight 0 without a pass.
+    zero cannot change the score and get weight 0 without a pass. The passes run through the
+    fused inference copy of the model (``fused_inference_chunks``, see
+    :class:`~captum_ext.attr.LayerScoreCam`) when that copy calls the layer itself, so that
+    the hook replaces its tensor as in the model; otherwise through the model.
 
     Dividing by ``y^c`` is the paper's normalisation: it flips the map when ``y^c < 0`` and
     blows up when ``y^c ≈ 0`` (``|y^c|`` is clamped to at least ``eps``, keeping its sign).
@@ -103,7 +106,8 @@ class LayerAblationCam(LayerChannelScoringBase):
         weights = activation.new_zeros(activation.shape[:2])
         if pairs.shape[0] > 0:
             ablated = self._score_chunks(
-                clean, pairs.shape[0], ablated_chunk, batch_size, score, show_progress
+                clean, pairs.shape[0], ablated_chunk, batch_size, score, show_progress,
+                fused=True, hooked_module=layer,
             )
             drops = clean_scores[pairs[:, 0]] - ablated
             weights[pairs[:, 0], pairs[:, 1]] = drops.to(weights.dtype)
