@@ -215,7 +215,6 @@ def _as_convolution(
             return None
         if len(node.args) != 1 or not isinstance(node.args[0], fx.Node):
             return None
-        rank = _CONV_MODULES[type(conv)]
         return _Convolution(
             node, node.args[0], conv.weight, conv.bias, list(conv.stride),
             list(conv.padding), list(conv.dilation), conv.groups,
@@ -548,12 +547,17 @@ def validated_fused_copy(
     inputs: tuple[Tensor, ...],
     additional_forward_args: Optional[tuple[Any, ...]],
     reference_output: Tensor,
+    must_call: Optional[nn.Module] = None,
 ) -> Optional[nn.Module]:
     """:func:`fused_copy`, kept only if its output on ``inputs`` matches ``reference_output``
-    (the model's own output on them) to :data:`AGREEMENT_TOLERANCE`. Costs one forward pass
-    of ``inputs`` when a copy is built."""
+    (the model's own output on them) to :data:`AGREEMENT_TOLERANCE`, and, when ``must_call``
+    is given (a module the caller hooks during its passes), only if the copy calls that
+    module itself; the model is not even traced when fusion may absorb it. Costs one forward
+    pass of ``inputs`` when a copy is built."""
+    if must_call is not None and not may_survive_fusion(must_call):
+        return None
     copy = fused_copy(model)
-    if copy is None:
+    if copy is None or (must_call is not None and not calls_module(copy, must_call)):
         return None
     try:
         with torch.no_grad():

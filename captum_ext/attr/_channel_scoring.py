@@ -31,11 +31,7 @@ from captum_ext._captum import (
     _format_tensor_into_tuples,
     _forward_layer_eval,
 )
-from captum_ext._fused_inference import (
-    calls_module,
-    may_survive_fusion,
-    validated_fused_copy,
-)
+from captum_ext._fused_inference import validated_fused_copy
 from captum_ext._tensor_ops import cpu_channels_last
 from captum_ext._validation import (
     GuardedForward,
@@ -216,15 +212,12 @@ class LayerChannelScoringBase(LayerAttribution, PerturbationAttribution):
         scores = clean.output.new_empty((item_count,))
         reformat = self.channels_last_chunks
         forward = self.forward_func
-        if hooked_module is not None and not may_survive_fusion(hooked_module):
-            fused = False  # the copy could not call it: do not even trace the model
         if fused and self.fused_inference_chunks and item_count > 0:
             clean_inputs = cpu_channels_last(clean.inputs) if reformat else clean.inputs
             copy = validated_fused_copy(
-                self.forward_func, clean_inputs, clean.additional_forward_args, clean.output
+                self.forward_func, clean_inputs, clean.additional_forward_args, clean.output,
+                must_call=hooked_module,
             )
-            if copy is not None and hooked_module is not None:
-                copy = copy if calls_module(copy, hooked_module) else None
             if copy is not None:
                 logger.debug("%s: perturbed passes run through the fused copy", self.get_name())
                 forward = copy
